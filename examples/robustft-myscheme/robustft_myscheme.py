@@ -1,0 +1,37 @@
+"""An example third-party robustft plugin.
+
+``my-scheme`` averages the clean cross-entropy and the cross-entropy at an adversarial point whose norm
+is drawn uniformly per batch from the training norms. It exists to show the plugin contract end to
+end; install it with ``pip install ./examples/robustft-myscheme`` and run
+``robustft finetune --scheme my-scheme``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from robustft import hookimpl
+from robustft.contracts import Scheme, SchemeOption
+from robustft.norms import Norm
+
+
+class MyScheme(Scheme):
+    name = "my-scheme"
+    description = "example plugin: mean of clean and adversarial CE, norm drawn uniformly per batch"
+    default_norms = (Norm.LINF, Norm.L1)
+    options = {"clean-weight": SchemeOption("clean-weight", 0.5, "weight of the clean loss, in [0, 1]", parse=float)}
+
+    def loss(self, model, x, y, ctx):
+        norm = self.norms[int(torch.randint(len(self.norms), (1,), generator=ctx.rng))]
+        adversarial = ctx.attack(norm, x, y)
+        clean_loss = F.cross_entropy(model(x), y)
+        ctx.count_passes(forward=1, images=x.shape[0])
+        adv_loss = F.cross_entropy(model(adversarial.x_adv), y)
+        loss = self.clean_weight * clean_loss + (1 - self.clean_weight) * adv_loss
+        return loss, {"norm": norm.value, "clean_loss": float(clean_loss), "adv_loss": float(adv_loss)}
+
+
+@hookimpl
+def register_schemes(register):
+    register(MyScheme)

@@ -1,0 +1,1 @@
+"""Built-in attack families (``apgd``), registered through the ``register_attacks`` hook."""

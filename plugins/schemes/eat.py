@@ -1,0 +1,125 @@
+"""E-AT: extreme norms adversarial training (Croce & Hein, ICLR 2022 / ICML 2022, Sec. 3.2).
+
+For each batch E-AT attacks in *one* norm only, so it costs what single-norm adversarial training
+costs. With the default norms l1 and l-inf it never attacks in l2: by Thm. 3.1 a (locally affine)
+classifier robust in the l1 and l-inf balls is robust in the l2 ball inside their convex hull (see
+:mod:`robustft.geometry` and ``robustft geometry``).
+
+The norm of each batch is drawn with probability (Eq. 5)
+
+    P(p) = rerr_p / sum_q rerr_q,
+
+where ``rerr_p`` is the running average of the robust training error (the fraction of points some
+attack iterate misclassified) over the batches attacked in p. Two variants of the running average:
+
+* ``sampling=paper`` (default): reset at every epoch, as the paper says. Within an epoch, until every
+  norm has been drawn once, the norm is drawn uniformly (there is no error to compare yet).
+* ``sampling=cumulative``: the authors' reference code, which never resets the averages; it draws
+  uniformly until every norm has been drawn once in the whole run.
+
+When every running error is 0 the draw is uniform. ``e-at-uniform`` always draws uniformly ("E-AT unif."
+in Table 1 of the paper). Any set of norms may be given (``--norms 1,2,inf``); the loss is the
+cross-entropy at the adversarial point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from robustft.contracts import Scheme, SchemeOption, TrainContext
+from robustft.hookspecs import hookimpl
+from robustft.norms import Norm
+
+
+class EAT(Scheme):
+    name = "e-at"
+    aliases = ("eat",)
+    description = "extreme norms AT: one attack per batch, l1 or l-inf drawn by robust error (Eq. 5)"
+    default_norms = (Norm.LINF, Norm.L1)
+    options = {
+        "sampling": SchemeOption(
+            "sampling",
+            "paper",
+            "how the running robust errors are kept: 'paper' resets them every epoch, 'cumulative' keeps them for the whole run",
+            choices=("paper", "cumulative"),
+        )
+    }
+    sampling: str
+
+    def __init__(self, norms, **options: Any) -> None:
+        super().__init__(norms, **options)
+        self.errors = {n: 0.0 for n in self.norms}  # sum over attacked points of "attack succeeded"
+        self.counts = {n: 0 for n in self.norms}  # attacked points per norm
+
+    def robust_errors(self) -> dict[Norm, float | None]:
+        return {n: (self.errors[n] / self.counts[n] if self.counts[n] else None) for n in self.norms}
+
+    def probabilities(self) -> dict[Norm, float]:
+        """The sampling distribution of Eq. 5 for the current running averages."""
+        rerr = self.robust_errors()
+        total = sum(v for v in rerr.values() if v is not None)
+        if any(v is None for v in rerr.values()) or total <= 0:
+            return {n: 1.0 / len(self.norms) for n in self.norms}
+        return {n: float(rerr[n]) / total for n in self.norms}
+
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        if self.sampling == "paper":
+            self.errors = {n: 0.0 for n in self.norms}
+            self.counts = {n: 0 for n in self.norms}
+
+    def draw(self, ctx: TrainContext) -> Norm:
+        probs = self.probabilities()
+        weights = torch.tensor([probs[n] for n in self.norms], dtype=torch.float64)
+        index = int(torch.multinomial(weights, 1, generator=ctx.rng))
+        return self.norms[index]
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
+        norm = self.draw(ctx)
+        attack = ctx.attack(norm, x, y)
+        self.errors[norm] += float(attack.success.float().sum())
+        self.counts[norm] += int(x.shape[0])
+        loss = F.cross_entropy(model(attack.x_adv), y)
+        logs: dict[str, Any] = {"norm": norm.value, "rerr_batch": float(attack.success.float().mean())}
+        for n, value in self.robust_errors().items():
+            if value is not None:
+                logs[f"rerr_{n.value}"] = value
+        return loss, logs
+
+    def on_epoch_end(self, ctx: TrainContext) -> dict[str, Any]:
+        return {
+            "rerr": {n.value: v for n, v in self.robust_errors().items()},
+            "attacked_points": {n.value: c for n, c in self.counts.items()},
+            "probabilities": {n.value: p for n, p in self.probabilities().items()},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"errors": {n.value: v for n, v in self.errors.items()}, "counts": {n.value: c for n, c in self.counts.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.errors = {n: float(state["errors"][n.value]) for n in self.norms}
+        self.counts = {n: int(state["counts"][n.value]) for n in self.norms}
+
+
+class EATUniform(EAT):
+    name = "e-at-uniform"
+    aliases = ("eat-uniform",)
+    description = "E-AT with the norm of each batch drawn uniformly ('E-AT unif.' in the paper)"
+    options = {}
+
+    def __init__(self, norms, **options: Any) -> None:
+        self.sampling = "cumulative"
+        super().__init__(norms, **options)
+
+    def probabilities(self) -> dict[Norm, float]:
+        return {n: 1.0 / len(self.norms) for n in self.norms}
+
+
+@hookimpl
+def register_schemes(register) -> None:
+    register(EAT)
+    register(EATUniform)

@@ -1,0 +1,324 @@
+"""The ``robustft`` command line: parse, call the library, render.
+
+Tables and JSON go to stdout; progress, warnings and errors to stderr. Every user error is one
+sentence and a non-zero exit code (2 for a malformed or unknown input), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+import robustft
+from robustft.errors import BadInputError, UserError
+
+app = typer.Typer(
+    name="robustft",
+    help="Fine-tune adversarially robust classifiers into classifiers robust in the union of l1, l2 and l-inf balls.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robustft {robustft.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """robustft: E-AT, RAMP and baselines as one tool."""
+
+
+# ------------------------------------------------------------------------------------------ options
+
+EpsOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--eps", help="Radius per norm, NORM=RADIUS, repeatable: --eps inf=8/255 --eps 1=12 --eps 2=0.5."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
+
+
+def _progress(quiet: bool, json_output: bool):
+    from robustft.progress import ProgressReporter, RichProgress
+
+    return ProgressReporter() if quiet else RichProgress()
+
+
+def _eps(items: list[str] | None) -> dict | None:
+    from robustft.norms import parse_eps_items
+
+    return parse_eps_items(items) if items else None
+
+
+def _options(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInputError(f"Option {item!r} is not of the form NAME=VALUE.")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+# ------------------------------------------------------------------------------------------ finetune
+
+
+@app.command()
+def finetune(
+    model: Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")] = None,
+    scheme: Annotated[Optional[str], typer.Option(help="Training scheme (default e-at); see 'robustft list schemes'.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 3).")] = None,
+    norms: Annotated[Optional[str], typer.Option(help="Training norms, e.g. 1,inf (default: the scheme's).")] = None,
+    eps: EpsOption = None,
+    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate, divided by 10 every --lr-step epochs.")] = None,
+    lr_step: Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default 1).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 128).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")] = None,
+    attack: Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")] = None,
+    attack_steps: Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE, repeatable.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
+    device: DeviceOption = None,
+    out: Annotated[Optional[str], typer.Option(help="Run folder (default runs/<timestamp>-<model>-<scheme>).")] = None,
+    n_train: Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file of settings; command-line options override it.")] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Fine-tune a robust model with a scheme (E-AT by default) and write a run folder."""
+    from robustft.engine import finetune as run_finetune
+    from robustft.report import print_json
+    from robustft.rundir import relative
+
+    result = run_finetune(
+        config_file=config,
+        progress=_progress(quiet, json_output),
+        model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
+        lr_step=lr_step, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack,
+        attack_steps=attack_steps, options=_options(option), seed=seed, device=device, out=out, n_train=n_train,
+        workers=workers,
+    )
+    if json_output:
+        print_json(result.as_dict())
+    else:
+        last = result.epochs[-1] if result.epochs else {}
+        typer.echo(f"Run finished: {relative(result.run_dir)} (final loss {last.get('loss', float('nan')):.4f}).")
+        typer.echo("Evaluate it against its base model with: robustft eval --norms 1,2,inf")
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_command(
+    norms: Annotated[str, typer.Option(help="Norms to attack, e.g. 1,2,inf.")] = "1,2,inf",
+    model: Annotated[Optional[str], typer.Option(help="Evaluate this model (NAME or ZOO:NAME) alone.")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Evaluate this run folder and its base model.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the model's).")] = None,
+    eps: EpsOption = None,
+    n_ex: Annotated[int, typer.Option(help="Number of test points (the first N).")] = 1000,
+    suite: Annotated[str, typer.Option(help="Evaluation suite; see 'robustft list suites'.")] = "e-at",
+    steps: Annotated[int, typer.Option(help="Attack steps.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed of the attacks.")] = 0,
+    device: DeviceOption = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Clean, per-norm and union robust accuracy; without --model/--run, the latest run against its base."""
+    from robustft.evaluation import evaluate
+    from robustft.report import eval_table, print_json, stdout_console
+
+    report = evaluate(
+        model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), n_ex=n_ex, suite=suite, steps=steps,
+        batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
+    )
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        stdout_console().print(eval_table(report))
+
+
+# ------------------------------------------------------------------------------------------ geometry
+
+
+@app.command()
+def geometry(
+    eps: EpsOption = None,
+    dim: Annotated[Optional[int], typer.Option(help="Input dimension d (e.g. 3072 for CIFAR-10).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Take d and default radii from this data set.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The l2 radius inside the union of the l1 and l-inf balls and inside their convex hull (E-AT Sec. 3.1)."""
+    from robustft.geometry import geometry as compute
+    from robustft.norms import Norm
+    from robustft.report import geometry_table, print_json, stdout_console
+
+    radii = _eps(eps) or {}
+    if dataset is not None:
+        from robustft.pluginmanager import registries
+
+        data = registries().datasets.get(dataset)
+        radii = {**data.default_eps, **radii}
+        dim = dim or data.dim
+    if dim is None:
+        raise BadInputError("Give the input dimension with --dim (3072 for CIFAR-10) or a data set with --dataset.")
+    for norm in (Norm.L1, Norm.LINF):
+        if norm not in radii:
+            raise BadInputError(f"Give the {norm.label} radius with --eps {norm}=RADIUS.")
+    geo = compute(radii[Norm.L1], radii[Norm.LINF], dim, radii.get(Norm.L2))
+    if json_output:
+        print_json(geo.as_dict())
+    else:
+        stdout_console().print(geometry_table(geo))
+
+
+# ------------------------------------------------------------------------------------------- plugins
+
+
+@app.command()
+def plugins(json_output: JsonOption = False) -> None:
+    """The installed plugins: name, distribution, version and hooks."""
+    from robustft.pluginmanager import get_host
+    from robustft.report import listing_table, print_json, stdout_console
+
+    host = get_host()
+    host.registries  # run the register hooks so failures show up here too
+    rows = [
+        {"name": p.name, "module": p.module, "distribution": p.distribution, "version": p.version, "hooks": p.hooks, "error": p.error}
+        for p in host.plugins.values()
+    ]
+    if json_output:
+        print_json({"plugins": rows})
+        return
+    table = listing_table(
+        "Installed robustft plugins",
+        ["plugin", "distribution", "version", "hooks", "status"],
+        [
+            [r["name"], r["distribution"] or "-", r["version"] or "-", ", ".join(r["hooks"]) or "-", "failed: " + r["error"] if r["error"] else "ok"]
+            for r in rows
+        ],
+    )
+    stdout_console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------- list
+
+
+class Kind(str, Enum):
+    schemes = "schemes"
+    attacks = "attacks"
+    suites = "suites"
+    zoos = "zoos"
+    datasets = "datasets"
+    models = "models"
+
+
+@app.command("list")
+def list_command(
+    kind: Annotated[Kind, typer.Argument(help="What to list.", case_sensitive=False)],
+    zoo: Annotated[Optional[str], typer.Option(help="Models: only this zoo's.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Models: only those for this data set.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List installed schemes, attacks, suites, zoos, data sets or models."""
+    from robustft.pluginmanager import registries
+    from robustft.report import listing_table, print_json, stdout_console
+
+    reg = registries()
+    if kind is Kind.models:
+        zoos = [reg.zoos.entry(zoo)] if zoo else list(reg.zoos)
+        rows = [
+            {"name": m.name, "zoo": e.name, "dataset": m.dataset, "threat": m.threat.value if m.threat else None,
+             "aliases": list(m.aliases), "description": m.description}
+            for e in zoos for m in e.obj.models()
+            if dataset is None or m.dataset.lower() == dataset.lower()
+        ]
+        columns = ["name", "zoo", "dataset", "threat", "aliases", "description"]
+    else:
+        rows = [
+            {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases), "description": e.description}
+            for e in reg.by_kind(kind.value)
+        ]
+        columns = ["name", "plugin", "aliases", "description"]
+    if json_output:
+        print_json({kind.value: rows})
+        return
+    cells = [[", ".join(r[c]) if isinstance(r[c], list) else str(r[c] if r[c] is not None else "-") for c in columns] for r in rows]
+    stdout_console().print(listing_table(f"Installed {kind.value}", columns, cells))
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _setup_output() -> None:
+    from robustft.progress import stderr_console
+
+    console = stderr_console()
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        console.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False, soft_wrap=True)
+
+    warnings.showwarning = show_warning
+
+    class ConsoleHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            prefix = "[yellow]warning:[/yellow] " if record.levelno >= logging.WARNING else ""
+            console.print(prefix + record.getMessage(), markup=bool(prefix), highlight=False, soft_wrap=True)
+
+    logger = logging.getLogger("robustft")
+    logger.handlers[:] = [ConsoleHandler()]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``robustft`` script; returns the exit code."""
+    from robustft.progress import stderr_console
+
+    _setup_output()
+    try:
+        from robustft.pluginmanager import get_host
+
+        get_host().call_commands(app)
+        app(args=argv, prog_name="robustft", standalone_mode=False)
+    except UserError as exc:
+        stderr_console().print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        stderr_console().print("Interrupted.")
+        return 130
+    return 0
+
+
+def run() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,178 @@
+"""Run configuration: defaults < ``--config run.toml`` < command-line options.
+
+A run directory stores the fully resolved configuration as ``config.toml``; the same file can be
+passed back with ``--config`` to repeat the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from robustft.errors import BadInputError, UserError
+from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DEFAULT_MODEL = "digits-cnn-linf"
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs. Field names are the TOML keys (and the CLI options)."""
+
+    model: str = DEFAULT_MODEL
+    dataset: str | None = None  # default: the data set the model was trained on
+    scheme: str = "e-at"
+    norms: tuple[Norm, ...] | None = None  # default: the scheme's default norms
+    eps: dict[Norm, Fraction] = field(default_factory=dict)  # default: the data set's radii
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float | None = None  # default: the model's fine-tuning lr, else 0.05
+    lr_step: float = 1.0  # epochs between divisions of the lr by 10 (1/3 on ImageNet)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    attack: str = "apgd"
+    attack_steps: int = 10
+    options: dict[str, str] = field(default_factory=dict)  # scheme options
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    n_train: int | None = None  # use only the first N training points (quick experiments)
+    workers: int = 0
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "norms":
+                value = [n.value for n in value]
+            elif f.name == "eps":
+                value = eps_to_strings(value)
+            data[f.name] = value
+        return data
+
+
+_INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers"}
+_FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay"}
+_POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    try:
+        if name == "norms":
+            return parse_norms(value if isinstance(value, str) else [str(v) for v in value])
+        if name == "eps":
+            if not isinstance(value, Mapping):
+                raise BadInputError(f"{source}: 'eps' must be a table such as {{inf = \"8/255\", 1 = 12}}.")
+            return normalise_eps({str(k): (str(v) if not isinstance(v, str) else v) for k, v in value.items()})
+        if name == "options":
+            if not isinstance(value, Mapping):
+                raise BadInputError(f"{source}: 'options' must be a table of scheme options.")
+            return {str(k): str(v) if not isinstance(v, bool) else str(v).lower() for k, v in value.items()}
+        if name in _INT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BadInputError(f"{source}: {name!r} must be an integer, got {value!r}.")
+        elif name in _FLOAT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise BadInputError(f"{source}: {name!r} must be a number, got {value!r}.")
+            value = float(value)
+        elif not isinstance(value, str):
+            raise BadInputError(f"{source}: {name!r} must be a string, got {value!r}.")
+    except BadInputError:
+        raise
+    if name in _POSITIVE and value <= 0:
+        raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
+    if name in {"weight_decay", "momentum", "seed", "workers"} and value < 0:
+        raise BadInputError(f"{source}: {name!r} must not be negative, got {value!r}.")
+    if name == "n_train" and value <= 0:
+        raise BadInputError(f"{source}: 'n_train' must be positive, got {value!r}.")
+    return value
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Config file {str(path)!r} does not exist.")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"Config file {str(path)!r} is not valid TOML ({exc}).") from None
+    except OSError as exc:
+        raise UserError(f"Config file {str(path)!r} cannot be read ({exc.strerror}).") from None
+
+
+def build_config(file: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
+    """Defaults, then the TOML file, then the non-None ``overrides`` (command-line options)."""
+    config = FinetuneConfig()
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if file is not None:
+        data = read_toml(file)
+        section = data.get("finetune", data)
+        layers.append((f"Config file {str(file)!r}", section))
+    layers.append(("Option", {k: v for k, v in overrides.items() if v is not None}))
+    for source, layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                from robustft.errors import UnknownNameError
+
+                raise UnknownNameError(f"setting in {source.lower()}", key, sorted(known))
+            if name == "eps" and isinstance(value, Mapping) and all(isinstance(k, Norm) for k in value):
+                converted = dict(value)
+            elif name == "norms" and isinstance(value, tuple) and all(isinstance(n, Norm) for n in value):
+                converted = value
+            else:
+                converted = _convert(name, value, source)
+            if name in {"eps", "options"}:  # merge tables key by key
+                converted = {**getattr(config, name), **converted}
+            setattr(config, name, converted)
+    return config
+
+
+# ------------------------------------------------------------------------------ a small TOML writer
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_value(key)
+
+
+def dumps_toml(data: Mapping[str, Any], header: str = "") -> str:
+    """Write a mapping of scalars, lists and one level of tables as TOML."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    for key, value in data.items():
+        if key not in tables:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, table in tables.items():
+        lines.append("")
+        lines.append(f"[{_toml_key(key)}]")
+        for sub, value in table.items():
+            lines.append(f"{_toml_key(str(sub))} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

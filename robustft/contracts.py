@@ -1,0 +1,295 @@
+"""The contracts between robustft's core and its plugins.
+
+The core knows no particular scheme, attack, model zoo or data set; it knows these classes. A plugin
+subclasses one and hands it to the ``register`` callable of the matching hook (see
+:mod:`robustft.hookspecs`). Everything a plugin registers carries its own ``name`` (lower-case, with
+dashes), a one-line ``description`` and optional ``aliases``.
+
+Conventions shared by every contract:
+
+* images are float tensors of shape ``(N, C, H, W)`` with values in ``[0, 1]``; any normalisation
+  lives inside the model;
+* a model maps such images to logits ``(N, num_classes)``;
+* perturbation radii are plain floats here (the CLI parses them exactly as fractions first).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from robustft.errors import BadInputError
+from robustft.norms import Norm
+
+# --------------------------------------------------------------------------------------------- attacks
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns for a batch ``(x, y)``.
+
+    ``x_adv`` lies in the attack's lp ball around ``x`` and in ``[0, 1]``. ``loss`` is the per-point
+    value of the attack's objective at ``x_adv`` (the best one found). ``success`` is a boolean per point:
+    True when some iterate of the attack was misclassified. That is the "robust training error" E-AT's
+    sampling uses; evaluation never trusts it and re-checks ``x_adv`` itself.
+    """
+
+    x_adv: Tensor
+    loss: Tensor
+    success: Tensor
+
+
+class Attack(abc.ABC):
+    """An attack built for one norm and one radius, called on ``(model, x, y)``.
+
+    The caller puts the model in the mode it wants (eval mode during training, see
+    :meth:`TrainContext.attack`); an attack must leave that mode and the model's parameters as it found
+    them, and must not change parameters' ``requires_grad`` flags.
+    """
+
+    norm: Norm
+    eps: float
+
+    @abc.abstractmethod
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult: ...
+
+
+class AttackFactory(abc.ABC):
+    """A family of attacks (``apgd``) registered under a name; builds :class:`Attack` objects.
+
+    ``build`` receives the norm, the radius, the number of steps and the family's own keyword options.
+    ``purpose`` is ``"train"`` (cheap and deterministic: the setting adversarial training uses) or
+    ``"eval"`` (the strongest setting the family has).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    norms: ClassVar[tuple[Norm, ...]] = (Norm.L1, Norm.L2, Norm.LINF)
+
+    @abc.abstractmethod
+    def build(self, norm: Norm, eps: float, *, steps: int, purpose: str = "train", **options: Any) -> Attack: ...
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+
+class EvalSuite(abc.ABC):
+    """An evaluation protocol: per norm, the attacks to run one after the other.
+
+    The evaluator runs each attack only on the points that every earlier attack left correctly
+    classified, checks every adversarial point against its ball and ``[0, 1]`` itself, and computes the
+    union per point. A suite therefore only says *which* attacks, in which order.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def attacks(
+        self, norm: Norm, eps: float, *, num_classes: int, steps: int, seed: int, registry: Any
+    ) -> list[tuple[str, Attack]]:
+        """``(label, attack)`` pairs for one norm; ``registry`` holds the installed attack families."""
+
+
+# ------------------------------------------------------------------------------------------ schemes
+
+
+@dataclass(frozen=True)
+class SchemeOption:
+    """A named option of a scheme, given on the CLI as ``--option NAME=VALUE``."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    parse: Callable[[str], Any] = str
+
+    def convert(self, scheme: str, text: Any) -> Any:
+        if not isinstance(text, str):
+            value = text
+        else:
+            try:
+                value = self.parse(text)
+            except (TypeError, ValueError):
+                raise BadInputError(f"Option {self.name}={text!r} of scheme {scheme!r} is not valid: {self.help}") from None
+        if self.choices and value not in self.choices:
+            raise BadInputError(
+                f"Option {self.name}={text!r} of scheme {scheme!r} must be one of {', '.join(self.choices)}."
+            )
+        return value
+
+
+class TrainContext(abc.ABC):
+    """What the engine offers a scheme while it trains. Implemented by the core engine.
+
+    Attributes: ``model``, ``device``, ``epoch`` (0-based), ``batch`` (0-based within the epoch),
+    ``epochs``, ``batches_per_epoch``, ``eps`` (``{Norm: float}``, the radii of the training norms),
+    ``rng`` (a seeded ``torch.Generator`` on the CPU: schemes draw their randomness from it so that
+    runs are reproducible and resumable), ``num_classes``.
+    """
+
+    model: nn.Module
+    device: torch.device
+    epoch: int
+    batch: int
+    epochs: int
+    batches_per_epoch: int
+    eps: dict[Norm, float]
+    rng: torch.Generator
+    num_classes: int
+
+    @abc.abstractmethod
+    def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
+        """Attack ``(x, y)`` in ``norm`` with the run's training attack, the model in eval mode
+        (BatchNorm statistics frozen) while it runs and back in train mode afterwards."""
+
+    @abc.abstractmethod
+    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
+        """Record forward/backward passes spent outside :meth:`attack` (for cost accounting)."""
+
+
+class Scheme(abc.ABC):
+    """A training scheme: the loss of one batch, and optionally what happens around each epoch.
+
+    The engine owns the loop: optimizer, learning-rate schedule, checkpoints, progress. For each batch
+    it calls :meth:`loss` with the model in train mode and takes one optimizer step on the returned
+    loss. A scheme that needs more than a per-batch loss overrides :meth:`run_epoch`.
+
+    Subclasses set ``name``, ``description``, ``default_norms`` and may declare ``options``;
+    ``__init__`` receives the training norms and the parsed option values as keywords.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    default_norms: ClassVar[tuple[Norm, ...]] = (Norm.LINF, Norm.L2, Norm.L1)
+    #: Smallest number of training norms the scheme makes sense with.
+    min_norms: ClassVar[int] = 1
+    options: ClassVar[Mapping[str, SchemeOption]] = {}
+
+    def __init__(self, norms: Sequence[Norm], **options: Any) -> None:
+        self.norms = tuple(norms)
+        if len(self.norms) < self.min_norms:
+            raise BadInputError(f"Scheme {self.name!r} needs at least {self.min_norms} norms, got {len(self.norms)}.")
+        unknown = set(options) - set(self.options)
+        if unknown:
+            from robustft.errors import UnknownNameError
+
+            raise UnknownNameError(f"option of scheme {self.name!r}", sorted(unknown)[0], self.options)
+        for key, spec in self.options.items():
+            setattr(self, key.replace("-", "_"), spec.convert(self.name, options.get(key, spec.default)))
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
+        """The loss to minimise on this batch and a dict of numbers to log (floats)."""
+
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        """Called before the first batch of every epoch."""
+
+    def on_epoch_end(self, ctx: TrainContext) -> dict[str, float]:
+        """Called after the last batch of every epoch; returns numbers to log."""
+        return {}
+
+    def run_epoch(self, ctx: TrainContext, batches: Iterable[tuple[Tensor, Tensor]], step: Callable[[Tensor, Tensor], None]) -> None:
+        """Run one epoch. The default calls ``step(x, y)`` (loss, backward, optimizer step) per batch."""
+        for x, y in batches:
+            step(x, y)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (plain Python numbers, lists, dicts and tensors only)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+# ------------------------------------------------------------------------------------ models, data
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a zoo can load."""
+
+    name: str
+    dataset: str
+    threat: Norm | None = None
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    #: Learning rate the papers used to fine-tune it (0.05 for small nets, 0.01 for large ones).
+    finetune_lr: float | None = None
+
+
+class ModelZoo(abc.ABC):
+    """A source of models. ``load`` returns an ``nn.Module`` that takes ``[0, 1]`` inputs."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """The models this zoo knows (may be empty for zoos that take any name or a path)."""
+
+    def resolve(self, name: str) -> ModelInfo | None:
+        """The :class:`ModelInfo` for ``name`` or one of its aliases, or None."""
+        key = name.lower()
+        for info in self.models():
+            if key == info.name.lower() or key in (a.lower() for a in info.aliases):
+                return info
+        return None
+
+    @abc.abstractmethod
+    def load(self, info: ModelInfo, *, device: torch.device, **options: Any) -> nn.Module: ...
+
+
+class DatasetPlugin(abc.ABC):
+    """A data set: train and test splits of ``(image in [0,1], label)`` pairs, and its threat model defaults."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    num_classes: ClassVar[int]
+    input_shape: ClassVar[tuple[int, int, int]]
+    #: Default radius per norm (DESIGN.md section 3).
+    default_eps: ClassVar[Mapping[Norm, Fraction]]
+
+    @abc.abstractmethod
+    def train(self, *, augment: bool = True) -> torch.utils.data.Dataset: ...
+
+    @abc.abstractmethod
+    def test(self) -> torch.utils.data.Dataset: ...
+
+    @property
+    def dim(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+
+def batches(dataset: torch.utils.data.Dataset, indices: Sequence[int], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Stack ``dataset[i]`` for ``indices`` into batches (evaluation helper, fixed order)."""
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[i] for i in indices[start : start + batch_size]]
+        yield torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+__all__ = [
+    "Attack",
+    "AttackFactory",
+    "AttackResult",
+    "DatasetPlugin",
+    "EvalSuite",
+    "ModelInfo",
+    "ModelZoo",
+    "Scheme",
+    "SchemeOption",
+    "TrainContext",
+    "batches",
+]

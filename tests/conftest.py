@@ -1,0 +1,45 @@
+"""Shared fixtures. Every test runs offline, with its own cache and runs folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One cache for the whole session (the digits base model is built once), never the user's.
+    base = Path(tempfile.mkdtemp(prefix="robustft-tests-"))
+    config._robustft_tmp = base  # type: ignore[attr-defined]
+    os.environ["ROBUSTFT_CACHE"] = str(base / "cache")
+    os.environ.pop("ROBUSTFT_STRICT_PLUGINS", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = getattr(config, "_robustft_tmp", None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUSTFT_RUNS_DIR", str(tmp_path / "runs"))
+
+
+@pytest.fixture(scope="session")
+def base_model():
+    """The embedded default's base model, built (about half a minute) once per session."""
+    import torch
+
+    from robustft.models import load_model
+    from robustft.pluginmanager import registries
+
+    model, info = load_model("digits-cnn-linf", registries(), torch.device("cpu"))
+    return model

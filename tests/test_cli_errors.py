@@ -1,0 +1,111 @@
+"""Every user error: one sentence on stderr, a non-zero exit (2 for bad input), never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import run_cli
+
+
+def assert_one_sentence(result, code: int | None = 2) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    if code is None:
+        assert result.returncode != 0
+    else:
+        assert result.returncode == code, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,suggestion",
+    [
+        (["finetune", "--scheme", "e-atx"], "'e-at'"),
+        (["finetune", "--attack", "apgdd"], "'apgd'"),
+        (["finetune", "--model", "digits-cnn-lin"], "'digits-cnn-linf'"),
+        (["finetune", "--model", "builtn:digits-cnn-linf"], "'builtin'"),
+        (["finetune", "--dataset", "digit"], "'digits'"),
+        (["eval", "--model", "digits-cnn-linf", "--suite", "e-att"], "'e-at'"),
+    ],
+)
+def test_unknown_names_suggest_the_closest(args, suggestion):
+    line = assert_one_sentence(run_cli(*args))
+    assert "did you mean" in line and suggestion in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["finetune", "--norms", "3"],
+        ["eval", "--norms", "3"],
+        ["finetune", "--eps", "inf=8/0"],
+        ["finetune", "--eps", "2=-1"],
+        ["finetune", "--eps", "foo"],
+        ["eval", "--eps", "foo"],
+        ["eval", "--eps", "inf=1/0"],
+        ["geometry", "--eps", "1=12", "--eps", "inf=8/255"],
+        ["finetune", "--option", "sampling=sometimes"],
+        ["finetune", "--option", "noequals"],
+        ["finetune", "--scheme", "lp-at", "--norms", "1,inf"],
+        ["finetune", "--epochs", "0"],
+    ],
+)
+def test_malformed_input_exits_2(args):
+    assert_one_sentence(run_cli(*args))
+
+
+def test_robustbench_name_before_its_zoo_exists():
+    line = assert_one_sentence(run_cli("finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3"))
+    assert "Installed model zoos" in line and "builtin" in line
+
+
+def test_missing_config_file(tmp_path):
+    line = assert_one_sentence(run_cli("finetune", "--config", str(tmp_path / "nope.toml")), code=None)
+    assert "nope.toml" in line
+
+
+def test_malformed_config_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [\n")
+    assert_one_sentence(run_cli("finetune", "--config", str(bad)))
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("epoch = 3\n")
+    assert "did you mean 'epochs'" in assert_one_sentence(run_cli("finetune", "--config", str(unknown)))
+
+
+def test_missing_run_and_no_latest_run(tmp_path):
+    line = assert_one_sentence(run_cli("eval", "--run", str(tmp_path / "missing")), code=None)
+    assert "missing" in line
+    line = assert_one_sentence(run_cli("eval", env={"ROBUSTFT_RUNS_DIR": str(tmp_path / "empty")}), code=None)
+    assert "robustft finetune" in line
+
+
+def test_damaged_and_malicious_weights_are_refused(tmp_path):
+    """A run whose final weights are damaged, or a pickle that would run code, ends in one sentence."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "eps": {}}))
+    (run / "model.pt").write_bytes(b"not a checkpoint")
+    assert "damaged" in assert_one_sentence(run_cli("eval", "--run", str(run), "--n-ex", "5"), code=None)
+
+    marker = tmp_path / "pwned"
+    import torch
+
+    torch.save({"model": Exploit(str(marker))}, run / "model.pt")
+    line = assert_one_sentence(run_cli("eval", "--run", str(run), "--n-ex", "5"), code=None)
+    assert "refused" in line
+    assert not marker.exists()
+
+
+class Exploit:
+    """Unpickling this would create a file: the payload of a malicious checkpoint."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
