@@ -39,10 +39,13 @@ class FinetuneConfig:
     batch_size: int = 128
     lr: float | None = None  # default: the model's fine-tuning lr, else 0.05
     lr_step: float = 1.0  # epochs between divisions of the lr by 10 (1/3 on ImageNet)
+    lr_schedule: str = "step"  # step (fine-tuning), piecewise or cyclic (from scratch)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     attack: str = "apgd"
     attack_steps: int = 10
+    outer_loss: str = "ce"  # ce or trades
+    trades_beta: float = 6.0
     options: dict[str, str] = field(default_factory=dict)  # scheme options
     seed: int = 0
     device: str = "auto"
@@ -65,7 +68,8 @@ class FinetuneConfig:
 
 
 _INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers"}
-_FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay"}
+_FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay", "trades_beta"}
+_CHOICES = {"lr_schedule": ("step", "piecewise", "cyclic"), "outer_loss": ("ce", "trades")}
 _POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}
 
 
@@ -92,9 +96,11 @@ def _convert(name: str, value: Any, source: str) -> Any:
             raise BadInputError(f"{source}: {name!r} must be a string, got {value!r}.")
     except BadInputError:
         raise
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise BadInputError(f"{source}: {name!r} must be one of {', '.join(_CHOICES[name])}, got {value!r}.")
     if name in _POSITIVE and value <= 0:
         raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
-    if name in {"weight_decay", "momentum", "seed", "workers"} and value < 0:
+    if name in {"weight_decay", "momentum", "seed", "workers", "trades_beta"} and value < 0:
         raise BadInputError(f"{source}: {name!r} must not be negative, got {value!r}.")
     if name == "n_train" and value <= 0:
         raise BadInputError(f"{source}: 'n_train' must be positive, got {value!r}.")

@@ -133,7 +133,7 @@ class TrainContext(abc.ABC):
     Attributes: ``model``, ``device``, ``epoch`` (0-based), ``batch`` (0-based within the epoch),
     ``epochs``, ``batches_per_epoch``, ``eps`` (``{Norm: float}``, the radii of the training norms),
     ``rng`` (a seeded ``torch.Generator`` on the CPU: schemes draw their randomness from it so that
-    runs are reproducible and resumable), ``num_classes``.
+    runs are reproducible and resumable), ``num_classes``, ``optimizer`` (the run's optimizer).
     """
 
     model: nn.Module
@@ -145,6 +145,7 @@ class TrainContext(abc.ABC):
     eps: dict[Norm, float]
     rng: torch.Generator
     num_classes: int
+    optimizer: torch.optim.Optimizer
 
     @abc.abstractmethod
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
@@ -154,6 +155,18 @@ class TrainContext(abc.ABC):
     @abc.abstractmethod
     def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
         """Record forward/backward passes spent outside :meth:`attack` (for cost accounting)."""
+
+    @abc.abstractmethod
+    def adversarial_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
+        """The run's outer loss per point (``--outer-loss``: cross-entropy at ``x_adv``, or TRADES)."""
+
+    @abc.abstractmethod
+    def lr_at(self, position: float) -> float:
+        """The run's learning rate ``position`` epochs into training (the schedule the engine applies)."""
+
+    @abc.abstractmethod
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """A fresh optimizer with the run's settings for another model (RAMP's clean copy, say)."""
 
 
 class Scheme(abc.ABC):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,11 +24,13 @@ from robustft.config import FinetuneConfig, build_config, dumps_toml
 from robustft.contracts import Attack, AttackFactory, AttackResult, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
 from robustft.io import append_jsonl, save_torch
+from robustft.losses import outer_loss
 from robustft.models import resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 from robustft.rundir import mark_latest, new_run_dir, write_run_info
+from robustft.schedules import lr_at
 
 
 class TrainingError(UserError):
@@ -63,6 +64,8 @@ class EngineContext(TrainContext):
         batches_per_epoch: int,
         rng: torch.Generator,
         num_classes: int,
+        config: FinetuneConfig | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self.model = model
         self.device = device
@@ -74,6 +77,8 @@ class EngineContext(TrainContext):
         self.epoch = 0
         self.batch = 0
         self.passes = PassCounter()
+        self.config = config or FinetuneConfig(lr=0.05)
+        self.optimizer = optimizer if optimizer is not None else self.make_optimizer(model)
         self._factory = attack_factory
         self._steps = attack_steps
         self._attacks: dict[Norm, Attack] = {}
@@ -103,6 +108,19 @@ class EngineContext(TrainContext):
         self.passes.update_forward += forward * images
         self.passes.update_backward += backward * images
 
+    def adversarial_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
+        if self.config.outer_loss == "trades":
+            self.count_passes(forward=1, images=x.shape[0])  # the extra clean forward pass
+        return outer_loss(self.config.outer_loss, model, x, x_adv, y, self.config.trades_beta)
+
+    def lr_at(self, position: float) -> float:
+        c = self.config
+        return lr_at(c.lr_schedule, float(c.lr or 0.05), position, c.epochs, c.lr_step)
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD(model.parameters(), lr=float(c.lr or 0.05), momentum=c.momentum, weight_decay=c.weight_decay)
+
 
 @dataclass
 class RunResult:
@@ -122,11 +140,6 @@ class RunResult:
             "scheme": self.config.scheme,
             "epochs": self.epochs,
         }
-
-
-def step_lr(base_lr: float, epoch_position: float, lr_step: float) -> float:
-    """The fine-tuning schedule of both papers: ``base_lr / 10**k`` in the k-th interval of ``lr_step`` epochs."""
-    return base_lr * 0.1 ** math.floor(epoch_position / lr_step + 1e-9)
 
 
 def finetune(
@@ -204,7 +217,6 @@ def finetune(
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     ctx = EngineContext(
         model=model,
         device=device,
@@ -215,7 +227,9 @@ def finetune(
         batches_per_epoch=len(loader),
         rng=torch.Generator().manual_seed(config.seed + 1),
         num_classes=dataset.num_classes,
+        config=config,
     )
+    optimizer = ctx.optimizer
     metrics_path = run_dir / "metrics.jsonl"
     result = RunResult(run_dir=run_dir, weights=run_dir / "model.pt", config=config)
     progress.message(
@@ -234,7 +248,7 @@ def finetune(
         def step(x: Tensor, y: Tensor) -> None:
             nonlocal images, loss_sum
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lr = step_lr(config.lr, epoch + ctx.batch / len(loader), config.lr_step)
+            lr = ctx.lr_at(epoch + ctx.batch / len(loader))
             for group in optimizer.param_groups:  # every group: the reference code forgot its second one
                 group["lr"] = lr
             model.train()
@@ -254,7 +268,8 @@ def finetune(
             loss_sum += value * x.shape[0]
             record = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr, "loss": value, **logs}
             append_jsonl(metrics_path, record)
-            shown = {"loss": loss_sum / images, **{k: v for k, v in logs.items() if k.startswith(("rerr", "norm"))}}
+            shown = {"loss": loss_sum / images}
+            shown.update({k.replace("rerr_", "rerr "): v for k, v in logs.items() if k.startswith("rerr_") and k != "rerr_batch"})
             progress.advance(shown)
             ctx.batch += 1
 
@@ -282,7 +297,7 @@ def finetune(
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "lr": step_lr(config.lr, epoch + 1, config.lr_step),
+                "lr": ctx.lr_at(epoch + 1),
                 "scheme": scheme.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "scheme": ctx.rng.get_state()},
             },

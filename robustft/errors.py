@@ -39,10 +39,15 @@ class BadInputError(UserError):
 class UnknownNameError(BadInputError):
     """A name that is not registered; the message names the closest valid ones."""
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
+    def __init__(
+        self, kind: str, name: str, valid: Iterable[str], hint: str = "", canonical: dict[str, str] | None = None
+    ) -> None:
+        """``valid`` may include aliases; ``canonical`` maps each alias to the name to suggest instead."""
         valid = sorted(set(valid))
         self.kind, self.name, self.valid = kind, name, valid
-        close = closest(name, valid)
+        canonical = canonical or {}
+        close = list(dict.fromkeys(canonical.get(c, c) for c in closest(name, valid, n=5)))[:3]
+        valid = sorted({canonical.get(v, v) for v in valid})
         if close:
             suggestion = "did you mean " + " or ".join(repr(c) for c in close) + "?"
         elif valid:

@@ -186,9 +186,9 @@ def load_run_model(run_dir: str | Path, registries: Registries, device: torch.de
     weights = run_dir / "model.pt"
     if not weights.is_file():
         raise UserError(f"Run {str(run_dir)!r} has no final weights (model.pt): it did not finish.")
+    state = load_torch(weights, "weights file")  # refuse a damaged or unsafe file before any compute
     zoo, model_info = resolve_model(info["base_model"], registries)
     model = zoo.load(model_info, device=device).to(device)
-    state = load_torch(weights, "weights file")
     try:
         model.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
     except (RuntimeError, KeyError, TypeError) as exc:

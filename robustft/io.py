@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -67,9 +68,11 @@ def load_torch(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        culprit = f" (it calls {found.group(1)})" if found else ""
         raise UserError(
             f"The {what} {str(path)!r} was refused: it holds objects other than tensors and plain data, "
-            f"which loading would execute ({str(exc).splitlines()[0][:160]})."
+            f"which loading would execute{culprit}."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UserError(f"The {what} {str(path)!r} is damaged or not a PyTorch file ({str(exc).splitlines()[0][:160]}).") from None

@@ -2,8 +2,8 @@
 
 Plugins are found through the ``robustft`` entry-point group, the built-in ones included (they are
 listed in robustft's own ``pyproject.toml``). Nothing is loaded at import time: :func:`get_host` builds
-the plugin host on first use. Loading follows tox's order: hook specifications, then each entry point
-in name order, then a check for hook implementations that match no specification (misspelt hooks).
+the plugin host on first use. Loading follows tox's order: hook specifications, then robustft's own
+entry points, then the others in name order, then a check for hook implementations that match no specification (misspelt hooks).
 
 A plugin that fails (import error, exception inside a hook, malformed or duplicate registration, an
 unknown hook) is named in one :class:`PluginWarning` and skipped; every other plugin keeps working.
@@ -88,7 +88,12 @@ class PluginHost:
             self.plugins[plugin].error = what
 
     def _load_entry_points(self) -> None:
-        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+        # robustft's own plugins first, so a third party can never take a built-in name; then by name.
+        def order(ep: metadata.EntryPoint) -> tuple[bool, str]:
+            dist = getattr(ep, "dist", None)
+            return (dist is None or dist.metadata["Name"] != hookspecs.PROJECT_NAME, ep.name)
+
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=order)
         seen: set[str] = set()
         for ep in eps:
             if ep.name in seen:  # the same distribution visible twice on sys.path
@@ -132,7 +137,7 @@ class PluginHost:
             if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
                 continue
             for impl in caller.get_hookimpls():
-                if impl.hookimpl_opts.get("optionalhook"):
+                if impl.opts.get("optionalhook"):
                     continue
                 close = difflib.get_close_matches(hook_name, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -154,7 +159,7 @@ class PluginHost:
             registry = registries.by_kind(kind)
             caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
             # Each implementation is called on its own so that one failing plugin cannot hide the others.
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():  # registration order: built-ins first
                 pending: list[Any] = []
                 try:
                     impl.function(register=pending.append)
@@ -174,7 +179,7 @@ class PluginHost:
         return registries
 
     def call_commands(self, app: Any) -> None:
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+        for impl in self.pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(app=app)
             except Exception as exc:  # noqa: BLE001

@@ -64,7 +64,8 @@ class Registry(Generic[T]):
     def entry(self, name: str, hint: str = "") -> Entry[T]:
         key = self._lookup_key(name)
         if key is None:
-            raise UnknownNameError(self.kind, name, self.all_names(), hint)
+            canonical = {a: e.name for e in self for a in e.aliases}
+            raise UnknownNameError(self.kind, name, self.all_names(), hint, canonical)
         return self._entries[key]
 
     def get(self, name: str, hint: str = "") -> T:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -21,7 +22,9 @@ _stdout: Console | None = None
 def stdout_console() -> Console:
     global _stdout
     if _stdout is None:
-        _stdout = Console(highlight=False)
+        probe = Console(highlight=False)
+        # Pipes and files get room for the whole table; a terminal keeps its own width.
+        _stdout = probe if probe.is_terminal else Console(highlight=False, width=120)
     return _stdout
 
 
@@ -47,8 +50,8 @@ def eval_table(report: "EvalReport") -> Table:
     title = f"Robust accuracy (%) on {first.n} {first.dataset} test points, suite {first.suite}"
     runs = [r.run for r in report.results if r.run]
     caption = f"fine-tuned: {runs[0]}; deltas against the base model" if runs else None
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    table.add_column("model")
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")
     for norm in norms:
         table.add_column(f"{norm.label} ({format_radius(first.eps[norm])})", justify="right")

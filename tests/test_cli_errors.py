@@ -97,7 +97,7 @@ def test_damaged_and_malicious_weights_are_refused(tmp_path):
 
     torch.save({"model": Exploit(str(marker))}, run / "model.pt")
     line = assert_one_sentence(run_cli("eval", "--run", str(run), "--n-ex", "5"), code=None)
-    assert "refused" in line
+    assert "refused" in line and "open" in line
     assert not marker.exists()
 
 

@@ -11,14 +11,20 @@ from torch import nn
 
 import robustft
 from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.engine import EngineContext, step_lr
+from robustft.engine import EngineContext
+from robustft.schedules import lr_at
 from robustft.io import load_torch
 from robustft.norms import Norm
 
 
 def test_schedule_divides_by_ten_at_each_epoch_boundary():
-    assert [step_lr(0.05, t, 1.0) for t in (0, 0.99, 1.0, 1.5, 2.0)] == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005])
-    assert step_lr(0.01, 0.34, 1 / 3) == pytest.approx(0.001)  # ImageNet: every third of the epoch
+    assert [lr_at("step", 0.05, t, 3, 1.0) for t in (0, 0.99, 1.0, 1.5, 2.0)] == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005])
+    assert lr_at("step", 0.01, 0.34, 1, 1 / 3) == pytest.approx(0.001)  # ImageNet: every third of the epoch
+
+
+def test_from_scratch_schedules():
+    assert [lr_at("piecewise", 0.1, t, 100) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert [lr_at("cyclic", 0.2, t, 10) for t in (0, 2, 4, 7, 10)] == pytest.approx([0, 0.1, 0.2, 0.1, 0])
 
 
 class ModeRecordingAttack(Attack):
@@ -97,3 +103,21 @@ def test_out_folder_must_be_empty(tmp_path):
     with pytest.raises(robustft.UserError, match="not empty"):
         robustft.finetune(out=str(tmp_path / "busy"))
     assert (tmp_path / "busy" / "file").read_text() == "precious"
+
+
+def test_trades_outer_loss_matches_its_formula():
+    from robustft.engine import FinetuneConfig
+    from robustft.losses import outer_loss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, x_adv, y = torch.rand(5, 1, 2, 2), torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    p, q = model(x).softmax(1), model(x_adv).softmax(1)
+    expected = -p.log().gather(1, y[:, None]).squeeze(1) + 2.5 * (p * (p.log() - q.log())).sum(1)
+    assert torch.allclose(outer_loss("trades", model, x, x_adv, y, beta=2.5), expected, atol=1e-6)
+    assert torch.allclose(outer_loss("ce", model, x, x_adv, y), -q.log().gather(1, y[:, None]).squeeze(1), atol=1e-6)
+    # zero KL when the adversarial point is the clean one: TRADES reduces to clean CE
+    assert torch.allclose(outer_loss("trades", model, x, x, y), -p.log().gather(1, y[:, None]).squeeze(1), atol=1e-6)
+    ctx = EngineContext(model, torch.device("cpu"), {}, Factory(), 1, 1, 1, torch.Generator(), 3,
+                        config=FinetuneConfig(lr=0.1, outer_loss="trades", trades_beta=2.5))
+    assert torch.allclose(ctx.adversarial_loss(model, x, x_adv, y), expected, atol=1e-6)

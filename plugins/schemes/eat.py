@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from robustft.contracts import Scheme, SchemeOption, TrainContext
 from robustft.hookspecs import hookimpl
@@ -83,7 +82,7 @@ class EAT(Scheme):
         attack = ctx.attack(norm, x, y)
         self.errors[norm] += float(attack.success.float().sum())
         self.counts[norm] += int(x.shape[0])
-        loss = F.cross_entropy(model(attack.x_adv), y)
+        loss = ctx.adversarial_loss(model, x, attack.x_adv, y).mean()
         logs: dict[str, Any] = {"norm": norm.value, "rerr_batch": float(attack.success.float().mean())}
         for n, value in self.robust_errors().items():
             if value is not None:

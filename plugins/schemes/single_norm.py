@@ -21,7 +21,6 @@ from robustft.norms import Norm
 
 class LpAT(Scheme):
     name = "lp-at"
-    aliases = ("at", "single")
     description = "adversarial training in a single lp norm (choose it with --norms)"
     default_norms = (Norm.LINF,)
 
@@ -36,7 +35,7 @@ class LpAT(Scheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         (norm,) = self.norms
         attack = ctx.attack(norm, x, y)
-        return F.cross_entropy(model(attack.x_adv), y), {"norm": norm.value, f"rerr_{norm.value}": float(attack.success.float().mean())}
+        return ctx.adversarial_loss(model, x, attack.x_adv, y).mean(), {"norm": norm.value, f"rerr_{norm.value}": float(attack.success.float().mean())}
 
 
 class Clean(Scheme):
