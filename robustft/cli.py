@@ -50,6 +50,12 @@ EpsOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+ModelDirOption = Annotated[Optional[str], typer.Option(help="Folder of downloaded checkpoints (RobustBench layout).")]
+CheckpointOption = Annotated[Optional[str], typer.Option(help="Local weights file for the model (timm, torchvision, file zoos).")]
+ArchOption = Annotated[Optional[str], typer.Option(help="Architecture of a file:PATH checkpoint.")]
+DataDirOption = Annotated[Optional[str], typer.Option(help="Folder holding the data set's files.")]
+ImageSizeOption = Annotated[Optional[int], typer.Option(help="Image size for image folders.")]
+DownloadOption = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Allow downloading missing weights and data.")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
 
 
@@ -104,6 +110,13 @@ def finetune(
     out: Annotated[Optional[str], typer.Option(help="Run folder (default runs/<timestamp>-<model>-<scheme>).")] = None,
     n_train: Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0).")] = None,
+    model_dir: ModelDirOption = None,
+    checkpoint: CheckpointOption = None,
+    arch: ArchOption = None,
+    data_dir: DataDirOption = None,
+    image_size: ImageSizeOption = None,
+    extra_data: Annotated[Optional[str], typer.Option(help="Pseudo-labelled extra data mixed half-and-half into each batch.")] = None,
+    download: DownloadOption = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file of settings; command-line options override it.")] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -119,7 +132,8 @@ def finetune(
         model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
         lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack,
         attack_steps=attack_steps, options=_options(option), seed=seed, device=device, out=out, n_train=n_train,
-        workers=workers,
+        workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
+        image_size=image_size, extra_data=extra_data, download=download,
     )
     if json_output:
         print_json(result.as_dict())
@@ -144,6 +158,12 @@ def eval_command(
     steps: Annotated[int, typer.Option(help="Attack steps.")] = 100,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed of the attacks.")] = 0,
+    model_dir: ModelDirOption = None,
+    checkpoint: CheckpointOption = None,
+    arch: ArchOption = None,
+    data_dir: DataDirOption = None,
+    image_size: ImageSizeOption = None,
+    download: DownloadOption = None,
     device: DeviceOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -155,6 +175,8 @@ def eval_command(
     report = evaluate(
         model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), n_ex=n_ex, suite=suite, steps=steps,
         batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
+        model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
+        data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
     )
     if json_output:
         print_json(report.as_dict())
@@ -179,9 +201,10 @@ def geometry(
 
     radii = _eps(eps) or {}
     if dataset is not None:
+        from robustft.models import resolve_dataset
         from robustft.pluginmanager import registries
 
-        data = registries().datasets.get(dataset)
+        data = resolve_dataset(dataset, registries())
         radii = {**data.default_eps, **radii}
         dim = dim or data.dim
     if dim is None:

@@ -52,6 +52,20 @@ class FinetuneConfig:
     out: str | None = None
     n_train: int | None = None  # use only the first N training points (quick experiments)
     workers: int = 0
+    # Where models and data come from (passed to the zoo and the data set plugin when set).
+    model_dir: str | None = None
+    checkpoint: str | None = None
+    arch: str | None = None
+    data_dir: str | None = None
+    image_size: int | None = None
+    extra_data: str | None = None
+    download: bool | None = None
+
+    def model_options(self) -> dict[str, Any]:
+        return {k: v for k, v in (("model_dir", self.model_dir), ("checkpoint", self.checkpoint), ("arch", self.arch), ("download", self.download)) if v is not None}
+
+    def data_options(self) -> dict[str, Any]:
+        return {k: v for k, v in (("data_dir", self.data_dir), ("image_size", self.image_size), ("extra_data", self.extra_data), ("download", self.download)) if v is not None}
 
     def to_toml_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -67,7 +81,8 @@ class FinetuneConfig:
         return data
 
 
-_INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers"}
+_INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers", "image_size"}
+_BOOL_FIELDS = {"download"}
 _FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay", "trades_beta"}
 _CHOICES = {"lr_schedule": ("step", "piecewise", "cyclic"), "outer_loss": ("ce", "trades")}
 _POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}
@@ -85,7 +100,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, Mapping):
                 raise BadInputError(f"{source}: 'options' must be a table of scheme options.")
             return {str(k): str(v) if not isinstance(v, bool) else str(v).lower() for k, v in value.items()}
-        if name in _INT_FIELDS:
+        if name in _BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise BadInputError(f"{source}: {name!r} must be true or false, got {value!r}.")
+        elif name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise BadInputError(f"{source}: {name!r} must be an integer, got {value!r}.")
         elif name in _FLOAT_FIELDS:
@@ -102,7 +120,7 @@ def _convert(name: str, value: Any, source: str) -> Any:
         raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
     if name in {"weight_decay", "momentum", "seed", "workers", "trades_beta"} and value < 0:
         raise BadInputError(f"{source}: {name!r} must not be negative, got {value!r}.")
-    if name == "n_train" and value <= 0:
+    if name in {"n_train", "image_size"} and value <= 0:
         raise BadInputError(f"{source}: 'n_train' must be positive, got {value!r}.")
     return value
 

@@ -16,6 +16,7 @@ Conventions shared by every contract:
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -133,7 +134,8 @@ class TrainContext(abc.ABC):
     Attributes: ``model``, ``device``, ``epoch`` (0-based), ``batch`` (0-based within the epoch),
     ``epochs``, ``batches_per_epoch``, ``eps`` (``{Norm: float}``, the radii of the training norms),
     ``rng`` (a seeded ``torch.Generator`` on the CPU: schemes draw their randomness from it so that
-    runs are reproducible and resumable), ``num_classes``, ``optimizer`` (the run's optimizer).
+    runs are reproducible and resumable), ``num_classes``, ``optimizer`` (the run's optimizer),
+    ``attack_steps`` (the run's ``--attack-steps``, for schemes with an attack of their own).
     """
 
     model: nn.Module
@@ -146,6 +148,7 @@ class TrainContext(abc.ABC):
     rng: torch.Generator
     num_classes: int
     optimizer: torch.optim.Optimizer
+    attack_steps: int
 
     @abc.abstractmethod
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
@@ -260,19 +263,46 @@ class ModelZoo(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def load(self, info: ModelInfo, *, device: torch.device, **options: Any) -> nn.Module: ...
+    def load(self, info: ModelInfo, *, device: torch.device, dataset: DatasetPlugin | None = None, **options: Any) -> nn.Module:
+        """The model on ``device``, taking ``[0, 1]`` inputs.
+
+        ``dataset`` is the configured data set the model will see (its ``num_classes`` and
+        ``input_shape`` size a freshly built architecture); ``options`` are the user's non-empty
+        ``model_dir``, ``checkpoint``, ``arch`` and ``download``. Refuse an option the zoo cannot honour
+        with a :class:`robustft.errors.BadInputError` rather than ignoring it.
+        """
 
 
 class DatasetPlugin(abc.ABC):
-    """A data set: train and test splits of ``(image in [0,1], label)`` pairs, and its threat model defaults."""
+    """A data set: train and test splits of ``(image in [0,1], label)`` pairs, and its threat model defaults.
+
+    Users pass options such as ``--data-dir``, ``--image-size``, ``--download`` or ``--extra-data``; the
+    core hands the non-empty ones to :meth:`configure`, which returns a configured copy (so
+    ``num_classes`` and ``input_shape`` may depend on them). ``NAME:VALUE`` on the command line
+    (``imagefolder:/data/pets``) passes ``path=VALUE``. Options not in ``accepted_options`` are refused
+    with one sentence.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
-    num_classes: ClassVar[int]
-    input_shape: ClassVar[tuple[int, int, int]]
+    num_classes: int
+    input_shape: tuple[int, int, int]
     #: Default radius per norm (DESIGN.md section 3).
-    default_eps: ClassVar[Mapping[Norm, Fraction]]
+    default_eps: Mapping[Norm, Fraction]
+    #: Option names :meth:`configure` accepts (``data_dir``, ``image_size``, ``download``, ``extra_data``, ``path``).
+    accepted_options: ClassVar[tuple[str, ...]] = ()
+    options: Mapping[str, Any] = {}
+
+    def configure(self, **options: Any) -> DatasetPlugin:
+        """A copy of this data set with ``options`` applied (override to validate or derive attributes)."""
+        for key in options:
+            if key not in self.accepted_options:
+                flag = "NAME:PATH" if key == "path" else "--" + key.replace("_", "-")
+                raise BadInputError(f"Data set {self.name!r} does not take {flag}.")
+        clone = copy.copy(self)
+        clone.options = dict(options)
+        return clone
 
     @abc.abstractmethod
     def train(self, *, augment: bool = True) -> torch.utils.data.Dataset: ...

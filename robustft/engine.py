@@ -22,10 +22,11 @@ from torch import Tensor, nn
 import robustft
 from robustft.config import FinetuneConfig, build_config, dumps_toml
 from robustft.contracts import Attack, AttackFactory, AttackResult, Scheme, TrainContext
+from robustft.data import make_train_loader
 from robustft.errors import BadInputError, UserError
 from robustft.io import append_jsonl, save_torch
 from robustft.losses import outer_loss
-from robustft.models import resolve_model, select_device
+from robustft.models import resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
@@ -80,7 +81,7 @@ class EngineContext(TrainContext):
         self.config = config or FinetuneConfig(lr=0.05)
         self.optimizer = optimizer if optimizer is not None else self.make_optimizer(model)
         self._factory = attack_factory
-        self._steps = attack_steps
+        self._steps = self.attack_steps = attack_steps
         self._attacks: dict[Norm, Attack] = {}
 
     def training_attack(self, norm: Norm) -> Attack:
@@ -167,7 +168,7 @@ def finetune(
     scheme_cls = registries.schemes.get(config.scheme)
     attack_factory = registries.attacks.get(config.attack)
     zoo, info = resolve_model(config.model, registries)
-    dataset = registries.datasets.get(config.dataset or info.dataset)
+    dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
     norms = tuple(config.norms or scheme_cls.default_norms)
     eps = {**dataset.default_eps, **config.eps}
     for norm in norms:
@@ -179,7 +180,7 @@ def finetune(
     device = select_device(config.device)
     config = dataclasses.replace(
         config,
-        dataset=dataset.name,
+        dataset=config.dataset or info.dataset,
         norms=norms,
         eps={n: eps[n] for n in norms},
         lr=config.lr or info.finetune_lr or 0.05,
@@ -194,7 +195,9 @@ def finetune(
         "base_model": config.model,
         "zoo": zoo.name,
         "model_name": info.name,
-        "dataset": dataset.name,
+        "dataset": config.dataset,
+        "model_options": config.model_options(),
+        "data_options": config.data_options(),
         "scheme": scheme_cls.name,
         "norms": [n.value for n in norms],
         "eps": eps_to_strings(config.eps),
@@ -204,19 +207,9 @@ def finetune(
     write_run_info(run_dir, run_info)
 
     torch.manual_seed(config.seed)
-    model = zoo.load(info, device=device).to(device)
-    train_set = dataset.train(augment=True)
-    if config.n_train is not None:
-        train_set = torch.utils.data.Subset(train_set, range(min(config.n_train, len(train_set))))
+    model = zoo.load(info, device=device, dataset=dataset, **config.model_options()).to(device)
     data_rng = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=data_rng,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = make_train_loader(dataset, config, data_rng, device)
     ctx = EngineContext(
         model=model,
         device=device,

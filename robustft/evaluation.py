@@ -25,7 +25,7 @@ from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
 from robustft.lp import check_in_ball_and_box
-from robustft.models import resolve_model, select_device
+from robustft.models import resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms, sort_norms
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
@@ -179,7 +179,9 @@ class EvalReport:
         return {"results": [r.as_dict() for r in self.results]}
 
 
-def load_run_model(run_dir: str | Path, registries: Registries, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+def load_run_model(
+    run_dir: str | Path, registries: Registries, device: torch.device, dataset: DatasetPlugin | None = None, **model_options: Any
+) -> tuple[nn.Module, dict[str, Any]]:
     """The fine-tuned model of a run: its base architecture with the run's final weights."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -188,7 +190,8 @@ def load_run_model(run_dir: str | Path, registries: Registries, device: torch.de
         raise UserError(f"Run {str(run_dir)!r} has no final weights (model.pt): it did not finish.")
     state = load_torch(weights, "weights file")  # refuse a damaged or unsafe file before any compute
     zoo, model_info = resolve_model(info["base_model"], registries)
-    model = zoo.load(model_info, device=device).to(device)
+    options = {**info.get("model_options", {}), **model_options}
+    model = zoo.load(model_info, device=device, dataset=dataset, **options).to(device)
     try:
         model.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -211,8 +214,15 @@ def evaluate(
     seed: int = 0,
     host: PluginHost | None = None,
     progress: ProgressReporter | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
 ) -> EvalReport:
-    """Evaluate a model (``model``), a run and its base (``run``), or, with neither, the latest run and its base."""
+    """Evaluate a model (``model``), a run and its base (``run``), or, with neither, the latest run and its base.
+
+    ``model_options`` (``model_dir``, ``checkpoint``, ``arch``, ``download``) go to the zoo and
+    ``data_options`` (``data_dir``, ``image_size``, ``download``) to the data set; for a run they
+    override what the run recorded.
+    """
     if model is not None and run is not None:
         raise BadInputError("Give --model or --run, not both.")
     if n_ex <= 0:
@@ -225,23 +235,26 @@ def evaluate(
     user_eps = normalise_eps(eps or {})
     torch_device = select_device(device)
 
-    targets: list[tuple[str, nn.Module]] = []
+    m_options = {k: v for k, v in (model_options or {}).items() if v is not None}
+    d_options = {k: v for k, v in (data_options or {}).items() if v is not None}
     if model is not None:
         zoo, info = resolve_model(model, registries)
-        dataset_name = dataset or info.dataset
+        data = resolve_dataset(dataset or info.dataset, registries, **d_options)
         run_eps: dict[Norm, Fraction] = {}
-        targets.append((model, zoo.load(info, device=torch_device).to(torch_device)))
+        targets = [(model, zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device))]
         has_base = False
     else:
         run_dir = Path(run) if run is not None else latest_run()
-        tuned, info_dict = load_run_model(run_dir, registries, torch_device)
+        info_dict = read_run_info(run_dir)
         zoo, info = resolve_model(info_dict["base_model"], registries)
-        dataset_name = dataset or info_dict["dataset"]
+        d_options = {**info_dict.get("data_options", {}), **d_options}
+        data = resolve_dataset(dataset or info_dict["dataset"], registries, **d_options)
+        tuned, _ = load_run_model(run_dir, registries, torch_device, dataset=data, **m_options)
         run_eps = normalise_eps(info_dict.get("eps", {}))
-        targets.append((info_dict["base_model"], zoo.load(info, device=torch_device).to(torch_device)))
-        targets.append((f"+ {info_dict['scheme']}", tuned))
+        m_options = {**info_dict.get("model_options", {}), **m_options}
+        base = zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device)
+        targets = [(info_dict["base_model"], base), (f"+ {info_dict['scheme']}", tuned)]
         has_base = True
-    data = registries.datasets.get(dataset_name)
     radii = {**data.default_eps, **run_eps, **user_eps}
     missing = [n for n in norm_list if n not in radii]
     if missing:

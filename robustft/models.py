@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft.contracts import ModelInfo, ModelZoo
+from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
 from robustft.errors import UnknownNameError
 from robustft.registry import Registries
 
@@ -46,6 +46,16 @@ def load_model(name: str, registries: Registries, device: torch.device, **option
     zoo, info = resolve_model(name, registries)
     model = zoo.load(info, device=device, **options)
     return model.to(device), info
+
+
+def resolve_dataset(name: str, registries: Registries, **options: Any) -> DatasetPlugin:
+    """The data set ``name`` (or ``NAME:PATH``, which passes ``path=PATH``) configured with the non-None ``options``."""
+    base, sep, path = name.partition(":")
+    if sep and base in registries.datasets:
+        options["path"] = path
+        name = base
+    plugin = registries.datasets.get(name)
+    return plugin.configure(**{k: v for k, v in options.items() if v is not None})
 
 
 def select_device(name: str) -> torch.device:

@@ -89,7 +89,7 @@ def test_config_file_with_command_line_override(tmp_path, base_model):
     config.write_text('scheme = "e-at-uniform"\nepochs = 5\nn_train = 64\nbatch_size = 64\n[eps]\ninf = "1/20"\n')
     result = robustft.finetune(config_file=config, epochs=1, out=str(tmp_path / "run"))
     saved = tomllib.loads((result.run_dir / "config.toml").read_text())
-    assert saved["scheme"] == "e-at-uniform" and saved["epochs"] == 1 and saved["eps"]["inf"] == "1/20"
+    assert saved["scheme"] == "e-at-uniform" and saved["epochs"] == 1 and saved["eps"]["inf"] == "0.05"
     # the saved configuration repeats the run
     again = robustft.finetune(config_file=result.run_dir / "config.toml", out=str(tmp_path / "again"))
     first = load_torch(result.weights)["model"]

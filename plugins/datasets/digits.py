@@ -50,7 +50,7 @@ class Digits(DatasetPlugin):
 
         return to_tensor(x_train), torch.as_tensor(y_train), to_tensor(x_test), torch.as_tensor(y_test)
 
-    def train(self, *, augment: bool = True) -> TensorDataset:
+    def train(self, *, augment: bool = True) -> TensorDataset:  # scikit-learn ships the data: no options
         x, y, _, _ = self._split
         return TensorDataset(x, y)
 

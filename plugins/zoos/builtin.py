@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robustft.contracts import ModelInfo, ModelZoo
+from robustft.errors import BadInputError
 from robustft.hookspecs import hookimpl
 from robustft.io import load_torch, save_torch
 from robustft.norms import Norm
@@ -97,7 +98,12 @@ class BuiltinZoo(ModelZoo):
             )
         ]
 
-    def load(self, info: ModelInfo, *, device: torch.device, **options: Any) -> nn.Module:
+    def load(self, info: ModelInfo, *, device: torch.device, dataset: Any = None, **options: Any) -> nn.Module:
+        unsupported = sorted(set(options) & {"checkpoint", "arch"})
+        if unsupported:
+            raise BadInputError(
+                f"The built-in zoo builds its models itself and takes no --{unsupported[0]}; use file:PATH for your own weights."
+            )
         path = cache_dir() / "models" / f"{info.name}-v{RECIPE_VERSION}.pt"
         if not path.is_file():
             log.info("Building the base model %s (first use; cached in %s).", info.name, path)
