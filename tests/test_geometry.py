@@ -81,7 +81,13 @@ def test_cli_json_keys():
     assert data["covers_l2"] is True
 
 
-def test_cli_table_and_digits_defaults():
-    result = run_cli("geometry", "--dataset", "digits")
+def test_digits_radii_mirror_cifar10():
+    """The embedded default's radii: the union's l2 ball misses eps2, the hull's covers it (as on CIFAR-10)."""
+    result = run_cli("geometry", "--dataset", "digits", "--json")
     assert result.returncode == 0, result.stderr
-    assert "convex hull" in result.stdout
+    data = json.loads(result.stdout)
+    assert data["dim"] == 64 and data["eps_2"] == 0.4
+    assert data["l2_radius_union"] < data["eps_2"] <= data["l2_radius_hull"]
+    assert data["covers_l2"] is True
+    table = run_cli("geometry", "--dataset", "digits")
+    assert table.returncode == 0 and "convex hull" in table.stdout
