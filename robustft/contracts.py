@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -316,13 +316,6 @@ class DatasetPlugin(abc.ABC):
         return c * h * w
 
 
-def batches(dataset: torch.utils.data.Dataset, indices: Sequence[int], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Stack ``dataset[i]`` for ``indices`` into batches (evaluation helper, fixed order)."""
-    for start in range(0, len(indices), batch_size):
-        items = [dataset[i] for i in indices[start : start + batch_size]]
-        yield torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
-
-
 __all__ = [
     "Attack",
     "AttackFactory",
@@ -334,5 +327,4 @@ __all__ = [
     "Scheme",
     "SchemeOption",
     "TrainContext",
-    "batches",
 ]

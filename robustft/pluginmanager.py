@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -210,5 +209,3 @@ def set_host(host: PluginHost | None) -> None:
 def registries() -> Registries:
     return get_host().registries
 
-
-RegisterCallback = Callable[[Any], None]
