@@ -4,6 +4,9 @@
 cross-entropy at the adversarial point of the training attack. Fine-tuning a model robust in lp with
 ``lp-at`` in another norm lq is Sec. 4 of the E-AT paper (Croce & Hein 2022). ``clean`` minimises the
 cross-entropy on the unperturbed batch.
+
+``linf-at``, ``l2-at`` and ``l1-at`` are ``lp-at`` with the norm fixed (``--scheme l1-at`` rather than
+``--scheme lp-at --norms 1``), the "lp-AT" rows of the E-AT paper's tables.
 """
 
 from __future__ import annotations
@@ -38,6 +41,41 @@ class LpAT(Scheme):
         return ctx.adversarial_loss(model, x, attack.x_adv, y).mean(), {"norm": norm.value, f"rerr_{norm.value}": float(attack.success.float().mean())}
 
 
+class _FixedNormAT(LpAT):
+    """``lp-at`` in one fixed norm; ``--norms`` may repeat that norm but not name another."""
+
+    fixed: Norm
+
+    def __init__(self, norms, **options: Any) -> None:
+        if tuple(norms) != (self.fixed,):
+            raise BadInputError(
+                f"Scheme {self.name!r} trains in {self.fixed.label} only, got --norms {','.join(n.value for n in norms)}; "
+                "use lp-at with --norms to choose the norm."
+            )
+        super().__init__(norms, **options)
+
+
+class LinfAT(_FixedNormAT):
+    name = "linf-at"
+    description = "adversarial training in l-inf (lp-at with the norm fixed)"
+    fixed = Norm.LINF
+    default_norms = (Norm.LINF,)
+
+
+class L2AT(_FixedNormAT):
+    name = "l2-at"
+    description = "adversarial training in l2 (lp-at with the norm fixed)"
+    fixed = Norm.L2
+    default_norms = (Norm.L2,)
+
+
+class L1AT(_FixedNormAT):
+    name = "l1-at"
+    description = "adversarial training in l1 (lp-at with the norm fixed)"
+    fixed = Norm.L1
+    default_norms = (Norm.L1,)
+
+
 class Clean(Scheme):
     name = "clean"
     aliases = ("natural",)
@@ -53,4 +91,7 @@ class Clean(Scheme):
 @hookimpl
 def register_schemes(register) -> None:
     register(LpAT)
+    register(LinfAT)
+    register(L2AT)
+    register(L1AT)
     register(Clean)
