@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "finetune": ("robustft.engine", "finetune"),
     "evaluate": ("robustft.evaluation", "evaluate"),
+    "compare": ("robustft.compare", "compare"),
     "geometry": ("robustft.geometry", "geometry"),
     "get_host": ("robustft.pluginmanager", "get_host"),
     "Norm": ("robustft.norms", "Norm"),
