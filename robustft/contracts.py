@@ -254,6 +254,14 @@ class ModelZoo(abc.ABC):
     def models(self) -> list[ModelInfo]:
         """The models this zoo knows (may be empty for zoos that take any name or a path)."""
 
+    def suggestions(self, name: str) -> dict[str, str]:
+        """Names (and aliases) worth suggesting for an unknown ``name``, each mapped to its canonical name.
+
+        A zoo whose full listing is expensive (an import of seconds) may return a cheap subset when
+        ``name`` cannot be one of its own.
+        """
+        return {n: m.name for m in self.models() for n in (m.name, *m.aliases)}
+
     def resolve(self, name: str) -> ModelInfo | None:
         """The :class:`ModelInfo` for ``name`` or one of its aliases, or None."""
         key = name.lower()

@@ -24,8 +24,8 @@ def resolve_model(name: str, registries: Registries) -> tuple[ModelZoo, ModelInf
         zoo = registries.zoos.get(zoo_name)
         info = zoo.resolve(model_name)
         if info is None:
-            names = [m.name for m in zoo.models()] + [a for m in zoo.models() for a in m.aliases]
-            raise UnknownNameError(f"model of zoo {zoo.name!r}", model_name, names, zoo_hint(registries), _canonical([zoo]))
+            known = zoo.suggestions(model_name)
+            raise UnknownNameError(f"model of zoo {zoo.name!r}", model_name, known, zoo_hint(registries), known)
         return zoo, info
     if sep and zoo_name and len(zoo_name) > 1:  # a prefix that names no installed zoo
         raise UnknownNameError("model zoo", zoo_name, registries.zoos.all_names(), zoo_hint(registries))
@@ -33,13 +33,8 @@ def resolve_model(name: str, registries: Registries) -> tuple[ModelZoo, ModelInf
         info = entry.obj.resolve(name)
         if info is not None:
             return entry.obj, info
-    names = [m.name for e in registries.zoos for m in e.obj.models()]
-    names += [a for e in registries.zoos for m in e.obj.models() for a in m.aliases]
-    raise UnknownNameError("model", name, names, zoo_hint(registries), _canonical([e.obj for e in registries.zoos]))
-
-
-def _canonical(zoos: list[ModelZoo]) -> dict[str, str]:
-    return {alias: m.name for zoo in zoos for m in zoo.models() for alias in m.aliases}
+    known = {k: v for e in registries.zoos for k, v in e.obj.suggestions(name).items()}
+    raise UnknownNameError("model", name, known, zoo_hint(registries), known)
 
 
 def load_model(name: str, registries: Registries, device: torch.device, **options: Any) -> tuple[nn.Module, ModelInfo]:

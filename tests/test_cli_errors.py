@@ -56,9 +56,12 @@ def test_malformed_input_exits_2(args):
     assert_one_sentence(run_cli(*args))
 
 
-def test_robustbench_name_before_its_zoo_exists():
-    line = assert_one_sentence(run_cli("finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3"))
-    assert "Installed model zoos" in line and "builtin" in line
+def test_robustbench_alias_offline_says_what_to_download(tmp_path):
+    """The alias resolves to RobustBench's CIFAR-10 model; offline, pre-flight stops at the first missing
+    piece (here the CIFAR-10 files) with where to put it. tests/test_zoos.py covers the checkpoint."""
+    result = run_cli("finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3", env={"ROBUSTFT_CACHE": str(tmp_path)})
+    line = assert_one_sentence(result, code=1)
+    assert "CIFAR-10" in line and str(tmp_path / "data") in line and "--download" in line
 
 
 def test_missing_config_file(tmp_path):

@@ -1,0 +1,73 @@
+"""ImageNet-1k (Deng et al., CVPR 2009; Russakovsky et al., IJCV 2015) from ``train/`` and ``val/`` folders.
+
+Layout under ``--data-dir`` (default ``$ROBUSTFT_CACHE/data/imagenet``, else ``./data/imagenet``):
+``train/<wnid>/<image>.JPEG`` and ``val/<wnid>/<image>.JPEG`` (the usual ImageFolder layout; the
+validation images sorted into class folders). ImageNet cannot be downloaded automatically (its licence
+asks each user to register), so a missing folder ends in one sentence saying where the folders go.
+
+Pre-processing: training uses the standard augmentation, a random resized crop to 224 x 224 and a
+horizontal flip; evaluation resizes the shorter side to 256 and takes the central 224 x 224 crop (the
+``Res256Crop224`` pre-processing RobustBench uses for its ImageNet models). Inputs stay in [0, 1]; the
+models normalise inside. Radii (E-AT Table 3, RAMP Sec. 5.1): l-inf 4/255, l2 2, l1 255. The validation
+set is evaluated in a fixed pseudo-random order (see :mod:`robustft_plugins.datasets.imagefolder`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchvision import transforms
+
+from robustft.contracts import DatasetPlugin
+from robustft.data import data_root
+from robustft.errors import UserError
+from robustft.hookspecs import hookimpl
+from robustft_plugins.datasets.imagefolder import LARGE_EPS, ImageFolderData, to_float_tensor
+
+SIZE, RESIZE = 224, 256
+
+
+class ImageNet(ImageFolderData):
+    name = "imagenet"
+    description = "ImageNet-1k from train/ and val/ class folders (224x224; eval resize 256, centre crop 224)"
+    aliases = ("imagenet-1k", "ilsvrc2012")
+    num_classes = 1000
+    input_shape = (3, SIZE, SIZE)
+    default_eps = LARGE_EPS
+    accepted_options = ("data_dir", "download")
+    label = "ImageNet folder"
+    test_splits = ("val",)
+
+    def configure(self, **options: Any) -> DatasetPlugin:
+        clone = DatasetPlugin.configure(self, **options)
+        root = clone._candidate()
+        # Sized from the folders when they are there; otherwise the error waits until data is needed,
+        # so 'robustft geometry --dataset imagenet' works without the data.
+        clone._root = root if (root / "train").is_dir() else None
+        clone._classes = clone._find_classes() if clone._root is not None else None
+        clone.num_classes = len(clone._classes) if clone._classes else self.num_classes
+        return clone
+
+    def _candidate(self) -> Path:
+        return data_root(self.options) if self.options.get("data_dir") else data_root({}) / "imagenet"
+
+    def locate(self) -> Path:
+        root = self._candidate()
+        if not (root / "train").is_dir() or not (root / "val").is_dir():
+            hint = " (ImageNet cannot be downloaded automatically: get it from image-net.org)" if self.options.get("download") else ""
+            raise UserError(
+                f"ImageNet is not in {str(root)!r}: put the train/ and val/ class folders there, or point --data-dir at them{hint}."
+            )
+        return root
+
+    def eval_transform(self) -> transforms.Compose:
+        return transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(SIZE), to_float_tensor()])
+
+    def train_transform(self) -> transforms.Compose:
+        return transforms.Compose([transforms.RandomResizedCrop(SIZE), transforms.RandomHorizontalFlip(), to_float_tensor()])
+
+
+@hookimpl
+def register_datasets(register) -> None:
+    register(ImageNet())

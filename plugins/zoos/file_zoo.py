@@ -1,0 +1,147 @@
+"""The file zoo: ``file:<path> --arch <architecture>`` loads your own checkpoint into a built-in network.
+
+``--arch`` names one of :data:`robustft_plugins.zoos.architectures.ARCHITECTURES` (``preact-resnet18``,
+``preact-resnet18-softplus`` — the network of the E-AT authors' l1/l2/l-inf checkpoints — ``wrn-28-10``,
+``digits-cnn``); the number of classes and input channels come from the data set (``--dataset``,
+default CIFAR-10).
+
+Accepted files: ``.safetensors`` (read with :mod:`safetensors`), and ``.pt``/``.pth``/``.bin`` and any
+other name, read with ``torch.load(weights_only=True)`` (a pickle that would run code is refused). The
+content may be a bare state dict or a dict holding one under ``"model"``, ``"state_dict"`` or
+``"model_state_dict"`` (robustft's own run weights are ``{"model": ...}``); ``module.`` prefixes left by
+``DataParallel``/DDP are stripped. The helpers :func:`read_state_dict` and :func:`load_weights` serve the
+timm and torchvision zoos' ``--checkpoint`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
+from robustft.errors import BadInputError, UserError
+from robustft.hookspecs import hookimpl
+from robustft.io import load_torch
+
+#: Keys under which checkpoints of common training code keep the state dict, in the order tried.
+STATE_KEYS = ("model", "state_dict", "model_state_dict", "net")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The state dict in ``path`` (safetensors or torch), unwrapped and without ``module.`` prefixes."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"The checkpoint {str(path)!r} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            content: Any = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"The checkpoint {str(path)!r} is not a readable safetensors file ({str(exc)[:160]}).") from None
+    else:
+        content = load_torch(path, "checkpoint")
+    for _ in range(2):  # {"model": {"state_dict": ...}} occurs too
+        if isinstance(content, Mapping) and not _is_state_dict(content):
+            inner = next((content[k] for k in STATE_KEYS if isinstance(content.get(k), Mapping)), None)
+            if inner is None:
+                break
+            content = inner
+    if not isinstance(content, Mapping) or not _is_state_dict(content):
+        raise UserError(
+            f"The checkpoint {str(path)!r} holds no state dict (expected tensors, or a dict with one of the keys {', '.join(STATE_KEYS)})."
+        )
+    return {_strip(key): value for key, value in content.items() if isinstance(value, Tensor)}
+
+
+def _is_state_dict(content: Mapping[Any, Any]) -> bool:
+    return bool(content) and all(isinstance(k, str) for k in content) and any(isinstance(v, Tensor) for v in content.values())
+
+
+def _strip(key: str) -> str:
+    while key.startswith("module."):
+        key = key[len("module.") :]
+    return key
+
+
+def load_weights(model: nn.Module, state: Mapping[str, Tensor], path: str | Path, what: str) -> None:
+    """``model.load_state_dict(state)``, strictly; a mismatch is one sentence naming keys or shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} shape mismatch(es), e.g. {k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise UserError(f"The checkpoint {str(path)!r} does not fit {what}: {'; '.join(parts)}.")
+    model.load_state_dict(state, strict=True)
+
+
+class WithNormalization(nn.Module):
+    """``model((x - mean) / std)``: a backbone trained on normalised inputs, taking ``[0, 1]`` inputs.
+
+    The statistics are non-persistent buffers, so the state dict is the backbone's under ``model.``.
+    """
+
+    def __init__(self, model: nn.Module, mean: Any, std: Any) -> None:
+        super().__init__()
+        self.model = model
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        if (std_t <= 0).any():
+            raise BadInputError("Normalisation std must be positive.")
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+class FileZoo(ModelZoo):
+    """``file:<path>``: a local checkpoint for one of robustft's built-in architectures."""
+
+    name = "file"
+    description = "your own checkpoint: file:PATH --arch ARCH (.pt/.pth weights-only, or .safetensors)"
+
+    def models(self) -> list[ModelInfo]:
+        return []  # any path
+
+    def resolve(self, name: str) -> ModelInfo | None:
+        # Any existing file, or a name that looks like a checkpoint (so file:missing.pt says it is missing);
+        # other names belong to other zoos.
+        path = Path(name).expanduser()
+        if not name or not (path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES):
+            return None
+        return ModelInfo(name=name, dataset="cifar10", description="local checkpoint")
+
+    def load(self, info: ModelInfo, *, device: torch.device, dataset: DatasetPlugin | None = None, **options: Any) -> nn.Module:
+        from robustft_plugins.zoos.architectures import ARCHITECTURES, build_architecture
+
+        arch = options.get("arch")
+        if not arch:
+            raise BadInputError(f"file:{info.name} needs --arch, one of {', '.join(ARCHITECTURES)}.")
+        if options.get("checkpoint"):
+            raise BadInputError("The file zoo reads the checkpoint named after file: and takes no --checkpoint.")
+        if dataset is None:
+            raise BadInputError(f"file:{info.name} needs a data set (--dataset) to size the network.")
+        state = read_state_dict(info.name)
+        model = build_architecture(arch, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
+        load_weights(model, state, info.name, f"architecture {arch!r} with {dataset.num_classes} classes")
+        return model.to(device).eval()
+
+
+@hookimpl
+def register_zoos(register) -> None:
+    register(FileZoo())
