@@ -51,7 +51,14 @@ class FinetuneConfig:
     device: str = "auto"
     out: str | None = None
     n_train: int | None = None  # use only the first N training points (quick experiments)
-    workers: int = 0
+    workers: int | None = None  # data-loading processes (default: 0 on CPU, up to 4 on CUDA)
+    # The GPU path (issue 5): None / "auto" means on for CUDA, off for the CPU (numerically unchanged).
+    amp: str = "auto"  # mixed precision: bf16 autocast, fp16 autocast with a gradient scaler, or off
+    channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+    compile: bool = False  # torch.compile the model for the updates and attacks
+    checkpoint_every: int = 0  # also checkpoint every N batches within an epoch (0: at epoch ends only)
+    max_nan_batches: int = 0  # batches with a non-finite loss to skip (no update) before the run stops
     # Where models and data come from (passed to the zoo and the data set plugin when set).
     model_dir: str | None = None
     checkpoint: str | None = None
@@ -81,16 +88,22 @@ class FinetuneConfig:
         return data
 
 
-_INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers", "image_size"}
-_BOOL_FIELDS = {"download"}
+_INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers", "image_size", "checkpoint_every", "max_nan_batches"}
+#: Settings that change how a run is carried out, not what it computes: ``--resume`` accepts new values.
+OPERATIONAL_FIELDS = frozenset(
+    {"device", "workers", "checkpoint_every", "max_nan_batches", "amp", "channels_last", "cudnn_benchmark", "compile"}
+)
+_BOOL_FIELDS = {"download", "channels_last", "cudnn_benchmark", "compile"}
 _FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay", "trades_beta"}
-_CHOICES = {"lr_schedule": ("step", "piecewise", "cyclic"), "outer_loss": ("ce", "trades")}
+_CHOICES = {"lr_schedule": ("step", "piecewise", "cyclic"), "outer_loss": ("ce", "trades"), "amp": ("auto", "bf16", "fp16", "off")}
 _POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}
 
 
 def _convert(name: str, value: Any, source: str) -> Any:
     try:
         if name == "norms":
+            if not isinstance(value, (str, list, tuple)):
+                raise BadInputError(f"{source}: 'norms' must be a list such as [\"1\", \"inf\"] or a string such as \"1,inf\".")
             return parse_norms(value if isinstance(value, str) else [str(v) for v in value])
         if name == "eps":
             if not isinstance(value, Mapping):
@@ -118,10 +131,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
         raise BadInputError(f"{source}: {name!r} must be one of {', '.join(_CHOICES[name])}, got {value!r}.")
     if name in _POSITIVE and value <= 0:
         raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
-    if name in {"weight_decay", "momentum", "seed", "workers", "trades_beta"} and value < 0:
+    if name in {"weight_decay", "momentum", "seed", "workers", "trades_beta", "checkpoint_every", "max_nan_batches"} and value < 0:
         raise BadInputError(f"{source}: {name!r} must not be negative, got {value!r}.")
     if name in {"n_train", "image_size"} and value <= 0:
-        raise BadInputError(f"{source}: 'n_train' must be positive, got {value!r}.")
+        raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
     return value
 
 
@@ -134,6 +147,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise BadInputError(f"Config file {str(path)!r} is not valid TOML ({exc}).") from None
+    except UnicodeDecodeError:
+        raise BadInputError(f"Config file {str(path)!r} is not valid TOML (it is not UTF-8 text).") from None
     except OSError as exc:
         raise UserError(f"Config file {str(path)!r} cannot be read ({exc.strerror}).") from None
 
@@ -146,6 +161,8 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> FinetuneCo
     if file is not None:
         data = read_toml(file)
         section = data.get("finetune", data)
+        if not isinstance(section, Mapping):
+            raise BadInputError(f"Config file {str(file)!r}: 'finetune' must be a table of settings.")
         layers.append((f"Config file {str(file)!r}", section))
     layers.append(("Option", {k: v for k, v in overrides.items() if v is not None}))
     for source, layer in layers:

@@ -4,15 +4,32 @@ The engine owns what all schemes share: the optimizer (SGD with momentum and wei
 parameter), the learning-rate schedule (divided by 10 every ``lr_step`` epochs, set before every batch
 for every parameter group), the model's mode (eval while attacking, train for the update), progress,
 metrics, checkpoints and the run directory. A scheme only says what the loss of a batch is.
+
+Reliability (docs/reliability.md):
+
+* pre-flight: every name, radius, the device, the output folder (writable, with space), the data and
+  the model are checked before any compute and before the run folder is created;
+* checkpoints at every epoch end and, with ``checkpoint_every=N``, every N batches; each carries the
+  model, optimizer, scheme state, every RNG state and the data order's position, so that
+  ``finetune(resume=run_dir)`` continues bit for bit where the run stopped;
+* SIGINT/SIGTERM finish the current batch, write a checkpoint and stop with exit code 130/143;
+* a non-finite loss stops the run (or, up to ``max_nan_batches`` times, skips the update).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
+import math
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +37,43 @@ import torch
 from torch import Tensor, nn
 
 import robustft
-from robustft.config import FinetuneConfig, build_config, dumps_toml
-from robustft.contracts import Attack, AttackFactory, AttackResult, Scheme, TrainContext
+from robustft.config import OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml
+from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.data import make_train_loader
 from robustft.errors import BadInputError, UserError
-from robustft.io import append_jsonl, save_torch
+from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
 from robustft.losses import outer_loss
 from robustft.models import resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
-from robustft.rundir import mark_latest, new_run_dir, write_run_info
+from robustft.registry import PluginFault, Registries, checked
+from robustft.rundir import (
+    check_free_space,
+    check_writable,
+    checkpoint_name,
+    create_run_dir,
+    list_checkpoints,
+    mark_latest,
+    plan_run_dir,
+    read_run_info,
+    write_run_info,
+)
 from robustft.schedules import lr_at
+
+log = logging.getLogger("robustft")
+
+CHECKPOINT_FORMAT = "robustft-checkpoint"
+#: Mid-epoch checkpoints kept (older ones are deleted; epoch checkpoints are all kept).
+KEEP_BATCH_CHECKPOINTS = 2
 
 
 class TrainingError(UserError):
     """Training cannot go on (a non-finite loss, say); the message says where."""
+
+
+class RunInterrupted(UserError):
+    """The run was stopped by SIGINT or SIGTERM after writing a checkpoint; exit code 128 + signal."""
 
 
 @dataclass
@@ -67,6 +105,7 @@ class EngineContext(TrainContext):
         num_classes: int,
         config: FinetuneConfig | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        attack_plugin: str | None = None,
     ) -> None:
         self.model = model
         self.device = device
@@ -81,6 +120,7 @@ class EngineContext(TrainContext):
         self.config = config or FinetuneConfig(lr=0.05)
         self.optimizer = optimizer if optimizer is not None else self.make_optimizer(model)
         self._factory = attack_factory
+        self._attack_plugin = attack_plugin or str(getattr(attack_factory, "name", type(attack_factory).__name__))
         self._steps = self.attack_steps = attack_steps
         self._attacks: dict[Norm, Attack] = {}
 
@@ -88,7 +128,9 @@ class EngineContext(TrainContext):
         if norm not in self._attacks:
             if norm not in self.eps:
                 raise BadInputError(f"No radius for norm {norm}: give one with --eps {norm}=RADIUS.")
-            self._attacks[norm] = self._factory.build(norm, self.eps[norm], steps=self._steps, purpose="train")
+            built = self._factory.build(norm, self.eps[norm], steps=self._steps, purpose="train")
+            what = f"attack {getattr(self._factory, 'name', '?')!r} build()"
+            self._attacks[norm] = checked(built, Attack, what=what, plugin=self._attack_plugin)
         return self._attacks[norm]
 
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
@@ -100,6 +142,7 @@ class EngineContext(TrainContext):
             result = attack(model, x, y)
         finally:
             model.train(was_training)
+        checked(result, AttackResult, what=f"the {norm.label} training attack", plugin=self._attack_plugin)
         n = x.shape[0]
         self.passes.attack_forward += n * int(getattr(attack, "last_forward_passes", self._steps + 1))
         self.passes.attack_backward += n * int(getattr(attack, "last_backward_passes", self._steps))
@@ -143,10 +186,619 @@ class RunResult:
         }
 
 
+# ----------------------------------------------------------------------------------- the GPU path
+
+
+@dataclass(frozen=True)
+class Performance:
+    """How a run uses its device (issue 5). ``auto`` settings are on for CUDA and off on the CPU, where
+    the run is then numerically what it was without them."""
+
+    amp: str  # "bf16", "fp16" or "off"
+    channels_last: bool
+    cudnn_benchmark: bool
+    compile: bool
+    workers: int
+
+    @classmethod
+    def resolve(cls, config: FinetuneConfig, device: torch.device) -> Performance:
+        cuda = device.type == "cuda"
+        amp = config.amp
+        if amp == "auto":
+            amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
+        workers = config.workers if config.workers is not None else (min(4, os.cpu_count() or 1) if cuda else 0)
+        return cls(
+            amp=amp,
+            channels_last=cuda if config.channels_last is None else bool(config.channels_last),
+            cudnn_benchmark=cuda if config.cudnn_benchmark is None else bool(config.cudnn_benchmark),
+            compile=bool(config.compile),
+            workers=workers,
+        )
+
+    def autocast(self, device: torch.device) -> Any:
+        """Autocast for attacks and the loss (a no-op when ``amp`` is off)."""
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype, enabled=self.amp != "off")
+
+    def describe(self) -> str:
+        parts = [f"amp {self.amp}", f"channels-last {'on' if self.channels_last else 'off'}",
+                 f"workers {self.workers}"]
+        if self.compile:
+            parts.append("torch.compile")
+        return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ pre-flight
+
+
+@dataclass
+class Plan:
+    """Everything pre-flight resolved and checked, before the run folder exists."""
+
+    config: FinetuneConfig
+    scheme_cls: type[Scheme]
+    scheme: Scheme
+    attack_factory: AttackFactory
+    attack_plugin: str
+    zoo: ModelZoo
+    info: ModelInfo
+    dataset: DatasetPlugin
+    norms: tuple[Norm, ...]
+    eps: dict[Norm, Fraction]
+    device: torch.device
+    run_dir: Path
+    model: nn.Module
+    loader: torch.utils.data.DataLoader
+    data_rng: torch.Generator
+    performance: Performance
+
+
+def check_radii(eps: Mapping[Norm, Fraction], norms: Iterable[Norm], dataset: DatasetPlugin) -> None:
+    """Pre-flight: every training norm has a radius no larger than the [0,1] box's diameter in that norm
+    (1 in l-inf, sqrt(d) in l2, d in l1): a larger ball holds the whole box and makes training meaningless."""
+    for norm in norms:
+        if norm not in eps:
+            raise BadInputError(f"Data set {dataset.name!r} has no default radius for norm {norm}: give --eps {norm}=RADIUS.")
+        radius = Fraction(eps[norm])
+        if radius <= 0:
+            raise BadInputError(f"The {norm.label} radius must be positive, got {format_radius(radius)}.")
+        dim = int(dataset.dim)
+        limit = {Norm.LINF: 1.0, Norm.L2: math.sqrt(dim), Norm.L1: float(dim)}[norm]
+        if float(radius) > limit:
+            raise BadInputError(
+                f"The {norm.label} radius {format_radius(radius)} is larger than the [0,1] box of data set "
+                f"{dataset.name!r} allows (at most {limit:g}): the ball would hold every image."
+            )
+
+
+def check_device(device: torch.device) -> None:
+    """Pre-flight: a tensor can be placed on ``device``."""
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise UserError(f"Device {str(device)!r} cannot be used ({str(exc).splitlines()[0][:160]}).") from None
+
+
+def _model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _load_model(plan_zoo: ModelZoo, info: ModelInfo, registries: Registries, device: torch.device,
+                dataset: DatasetPlugin, options: Mapping[str, Any]) -> nn.Module:
+    plugin = registries.plugin_of("zoos", plan_zoo)
+    try:
+        model = plan_zoo.load(info, device=device, dataset=dataset, **options)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a zoo's own failure, named for the user
+        raise UserError(
+            f"Model {info.name!r} could not be loaded by zoo {plan_zoo.name!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})."
+        ) from None
+    return checked(model, nn.Module, what=f"model zoo {plan_zoo.name!r} load()", plugin=plugin).to(device)
+
+
+def _probe_model(model: nn.Module, dataset: DatasetPlugin, info: ModelInfo, device: torch.device) -> None:
+    """Pre-flight: one forward pass on two test images gives (2, num_classes) logits.
+
+    Runs in eval mode without gradients and with the RNG states forked, so the run is unchanged by it.
+    """
+    test = dataset.test()
+    if len(test) == 0:
+        raise UserError(f"Data set {dataset.name!r} has an empty test split.")
+    x = torch.stack([test[i][0] for i in range(min(2, len(test)))]).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - the model does not fit the data: say so in one sentence
+        raise UserError(
+            f"Model {info.name!r} fails on images of data set {dataset.name!r} (shape {tuple(x.shape[1:])}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}."
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or tuple(out.shape) != (x.shape[0], dataset.num_classes):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise UserError(
+            f"Model {info.name!r} gives outputs of shape {shape} on data set {dataset.name!r}, "
+            f"expected ({x.shape[0]}, {dataset.num_classes}) logits."
+        )
+
+
+def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | None = None) -> Plan:
+    """Check everything a run needs, cheapest first, before any training compute.
+
+    Names, then radii and scheme options, then the device, the output folder (writable, free space),
+    the data (the training split can be built and is not empty) and the model (it loads, fits the data,
+    and the disk has room for its checkpoints). Each failure is one sentence (a :class:`UserError`).
+    ``run_dir`` is the existing folder of a resumed run.
+    """
+    scheme_cls = registries.schemes.get(config.scheme)
+    attack_factory = registries.attacks.get(config.attack)
+    attack_plugin = registries.plugin_of("attacks", attack_factory)
+    zoo, info = resolve_model(config.model, registries)
+    dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
+    norms = tuple(config.norms or scheme_cls.default_norms)
+    eps = {**dataset.default_eps, **config.eps}
+    check_radii(eps, norms, dataset)
+    for norm in norms:
+        if norm not in attack_factory.norms:
+            raise BadInputError(f"Attack {attack_factory.name!r} does not support norm {norm}.")
+    scheme = scheme_cls(norms, **config.options)
+    device = select_device(config.device)
+    check_device(device)
+    config = dataclasses.replace(
+        config,
+        dataset=config.dataset or info.dataset,
+        norms=norms,
+        eps={n: eps[n] for n in norms},
+        lr=config.lr or info.finetune_lr or 0.05,
+    )
+    if run_dir is None:
+        run_dir = plan_run_dir(info.name, scheme_cls.name, config.out)
+    check_writable(run_dir)
+    check_free_space(run_dir)
+
+    performance = Performance.resolve(config, device)
+    data_rng = torch.Generator().manual_seed(config.seed)
+    try:
+        loader = make_train_loader(dataset, dataclasses.replace(config, workers=performance.workers), data_rng, device)
+        batches = len(loader)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a data set that cannot build its split, named
+        raise UserError(
+            f"Data set {dataset.name!r} could not load its training split ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})."
+        ) from None
+    if batches == 0:
+        raise UserError(f"Data set {dataset.name!r} has no training points.")
+
+    torch.manual_seed(config.seed)
+    model = _load_model(zoo, info, registries, device, dataset, config.model_options())
+    _probe_model(model, dataset, info, device)
+    # A checkpoint holds the weights and the optimizer's momentum; two mid-epoch ones are kept besides
+    # the epoch checkpoints, so ask for room for a few of them at least.
+    check_free_space(run_dir, 64 * 2**20 + 6 * _model_bytes(model))
+    return Plan(config, scheme_cls, scheme, attack_factory, attack_plugin, zoo, info, dataset, norms,
+                {n: eps[n] for n in norms}, device, run_dir, model, loader, data_rng, performance)
+
+
+# ----------------------------------------------------------------------------------------- resume
+
+
+def resume_config(run_dir: Path, options: Mapping[str, Any]) -> FinetuneConfig:
+    """The configuration a resumed run continues with: the run's ``config.toml``.
+
+    Options given with ``--resume`` must agree with it, except the operational ones (device, workers,
+    checkpoint interval, NaN tolerance), which may change.
+    """
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"Run folder {str(run_dir)!r} has no config.toml, so it cannot be resumed.")
+    saved = build_config(run_dir / "config.toml")
+    given = {k: v for k, v in options.items() if v is not None}
+    for key, value in given.items():
+        name = key.replace("-", "_")
+        if name in OPERATIONAL_FIELDS:
+            continue
+        wanted = getattr(build_config(**{name: value}), name, None)
+        have = getattr(saved, name, None)
+        if name in {"eps", "options"} and isinstance(wanted, Mapping):
+            conflict = any((have or {}).get(k) != v for k, v in wanted.items())
+        elif name == "out":
+            conflict = Path(str(value)).resolve() != run_dir.resolve()
+        else:
+            conflict = wanted != have
+        if conflict:
+            flag = "--" + name.replace("_", "-")
+            raise BadInputError(
+                f"Option {flag} conflicts with the configuration of the run being resumed "
+                f"({run_dir / 'config.toml'}); --resume continues that configuration unchanged."
+            )
+    operational = {n: given[n] for n in given if n in OPERATIONAL_FIELDS}
+    converted = build_config(**operational)
+    return dataclasses.replace(saved, **{n: getattr(converted, n) for n in operational})
+
+
+def load_last_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest checkpoint of a run that loads and verifies, falling back with a warning past damaged ones."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = load_torch(path, "checkpoint", require_checksum=True)
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "position" not in state:
+                raise UserError(f"The checkpoint {str(path)!r} is not a robustft training checkpoint.")
+        except UnsafeFileError:
+            raise  # a planted file is a security problem to look at, not damage to skip over
+        except UserError as exc:
+            log.warning("%s Falling back to the previous checkpoint.", exc.message)
+            continue
+        return state, path
+    return None, None
+
+
+def _trim_metrics(path: Path, epoch: int, batch: int) -> None:
+    """Keep the metrics recorded up to a checkpoint at (epochs done, batches done); drop a torn last line."""
+    kept = []
+    for record in read_jsonl(path):
+        kind, e, b = record.get("kind"), record.get("epoch", 0), record.get("batch", 0)
+        if kind == "batch" and not (e <= epoch or (e == epoch + 1 and b <= batch)):
+            continue
+        if kind == "epoch" and e > epoch:
+            continue
+        kept.append(record)
+    rewrite_jsonl(path, kept)
+
+
+# ------------------------------------------------------------------------------------------- signals
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handlers that ask the training loop to stop after the current batch.
+
+    A second signal stops at once (KeyboardInterrupt). Handlers are only installed on the main thread
+    (Python allows nothing else) and the previous ones come back on :meth:`restore`.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+# ------------------------------------------------------------------------------------ the training run
+
+
+def _rng_states(ctx: EngineContext, data_epoch_start: Tensor) -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_epoch_start, "scheme": ctx.rng.get_state()}
+    if ctx.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(ctx.device)
+    return states
+
+
+def _peak_memory_mib(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    except (ImportError, OSError):  # pragma: no cover - Windows
+        return None
+
+
+@dataclass
+class EpochStats:
+    """What an epoch has accumulated so far (saved in mid-epoch checkpoints)."""
+
+    images: int = 0
+    loss_sum: float = 0.0
+    seconds: float = 0.0
+    nan_batches: int = 0
+    passes_before: dict[str, int] = field(default_factory=dict)
+
+
+class Trainer:
+    """One run of the loop, fresh or resumed."""
+
+    def __init__(self, plan: Plan, registries: Registries, progress: ProgressReporter, run_info: dict[str, Any]) -> None:
+        self.plan = plan
+        self.config = c = plan.config
+        self.progress = progress
+        self.run_info = run_info
+        self.run_dir = plan.run_dir
+        self.model = plan.model
+        self.scheme = plan.scheme
+        self.loader = plan.loader
+        self.data_rng = plan.data_rng
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.scheme_plugin = registries.plugin_of("schemes", plan.scheme_cls)
+        self.perf = perf = plan.performance
+        if plan.device.type == "cuda":
+            torch.backends.cudnn.benchmark = perf.cudnn_benchmark
+            torch.cuda.reset_peak_memory_stats(plan.device)
+        if perf.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # The compiled module shares the parameters; checkpoints keep using the plain one's state dict.
+        self.train_model: nn.Module = torch.compile(self.model) if perf.compile else self.model
+        self.scaler = torch.amp.GradScaler(plan.device.type) if perf.amp == "fp16" else None
+        self.ctx = EngineContext(
+            model=self.train_model,
+            device=plan.device,
+            eps={n: float(plan.eps[n]) for n in plan.norms},
+            attack_factory=plan.attack_factory,
+            attack_steps=c.attack_steps,
+            epochs=c.epochs,
+            batches_per_epoch=len(self.loader),
+            rng=torch.Generator().manual_seed(c.seed + 1),
+            num_classes=plan.dataset.num_classes,
+            config=c,
+            attack_plugin=plan.attack_plugin,
+        )
+        self.optimizer = self.ctx.optimizer
+        # Schemes that keep the default epoch (batch after batch) can stop and resume anywhere in it;
+        # one that overrides run_epoch (RAMP's gradient projection) is checkpointed at epoch ends only,
+        # unless it declares ``mid_epoch_resume = True``.
+        self.mid_epoch = bool(getattr(plan.scheme, "mid_epoch_resume", type(plan.scheme).run_epoch is Scheme.run_epoch))
+        self.start_epoch, self.start_batch = 0, 0
+        self.nan_batches = 0
+        self.stats = EpochStats()
+        self.data_epoch_start = self.data_rng.get_state()
+        self.last_checkpoint: Path | None = None
+        self.stop = StopRequest()
+
+    # -------------------------------------------------------------------------------- checkpoints
+
+    def restore(self, state: Mapping[str, Any], path: Path) -> None:
+        """Put the run back where the checkpoint ``path`` left it."""
+        epoch, batch = (int(v) for v in state["position"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"The checkpoint {str(path)!r} does not fit this run's model ({str(exc).splitlines()[0][:160]}).") from None
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.start_batch = epoch, batch
+        self.nan_batches = int(state.get("nan_batches", 0))
+        self.ctx.passes = PassCounter(**state.get("passes", {}))
+        self.stats = EpochStats(**state["epoch_stats"]) if batch else EpochStats()
+        self.resume_state = state
+        self.last_checkpoint = path
+        self.data_rng.set_state(state["rng"]["data"])
+        self.data_epoch_start = self.data_rng.get_state()
+        if batch == 0:  # at an epoch boundary: everything can be restored now
+            self._restore_scheme_and_rngs(state)
+        _trim_metrics(self.metrics_path, epoch, batch)
+        append_jsonl(self.metrics_path, {"kind": "resume", "epoch": epoch + 1, "batch": batch, "checkpoint": path.name})
+
+    def _restore_scheme_and_rngs(self, state: Mapping[str, Any]) -> None:
+        self.scheme.load_state_dict(state["scheme"])
+        self.ctx.rng.set_state(state["rng"]["scheme"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.ctx.device)
+
+    def save_checkpoint(self, epoch: int, batch: int) -> Path:
+        """Checkpoint after ``batch`` batches of epoch ``epoch`` (0-based); ``batch == 0``: after ``epoch`` epochs."""
+        path = self.run_dir / "checkpoints" / checkpoint_name(epoch if batch == 0 else epoch + 1, batch)
+        save_torch(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,  # epochs completed
+                "position": [epoch, batch],
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "lr": self.ctx.lr_at(epoch + batch / len(self.loader)),
+                "scheme": self.scheme.state_dict(),
+                "rng": _rng_states(self.ctx, self.data_epoch_start if batch else self.data_rng.get_state()),
+                "passes": self.ctx.passes.as_dict(),
+                "nan_batches": self.nan_batches,
+                "epoch_stats": dataclasses.asdict(self.stats),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "config": self.config.to_toml_dict(),
+            },
+            path,
+        )
+        self.last_checkpoint = path
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        found = list_checkpoints(self.run_dir)
+        newest_epoch = max((pos for pos, p in found if pos[1] == 0), default=None)
+        mid = [(pos, p) for pos, p in found if pos[1] != 0]
+        stale = mid[:-KEEP_BATCH_CHECKPOINTS] + [(pos, p) for pos, p in mid[-KEEP_BATCH_CHECKPOINTS:] if newest_epoch and pos < newest_epoch]
+        for _, path in stale:
+            path.unlink(missing_ok=True)
+            checksum_path(path).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------------------------------- loop
+
+    def _fail(self, status: str) -> None:
+        self.run_info.update(status=status, stopped=_dt.datetime.now().isoformat(timespec="seconds"))
+        write_run_info(self.run_dir, self.run_info)
+
+    def _resume_hint(self) -> str:
+        return f"robustft finetune --resume {self.run_dir}"
+
+    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's batches; a resumed epoch skips (loads but does not train on) those done before."""
+        iterator = iter(self.loader)
+        if epoch == self.start_epoch and self.start_batch:
+            for _ in range(self.start_batch):
+                next(iterator)
+            # Skipping drew augmentation randomness again: put every RNG back where the checkpoint was.
+            self._restore_scheme_and_rngs(self.resume_state)
+        return iterator
+
+    def _interrupt(self, epoch: int, *, epoch_done: bool = False) -> None:
+        where = f"epoch {epoch + 1}" if epoch_done else f"epoch {epoch + 1}, batch {self.ctx.batch}"
+        if epoch_done:
+            kept = f"checkpoint {self.last_checkpoint} written"
+        elif self.mid_epoch:
+            saved = self.save_checkpoint(epoch, self.ctx.batch)
+            kept = f"checkpoint {saved} written"
+        else:
+            kept = f"last checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
+        self._fail("interrupted")
+        raise RunInterrupted(
+            f"Interrupted by {self.stop.name} after {where} ({kept}); continue with: {self._resume_hint()}",
+            exit_code=128 + int(self.stop.signum or signal.SIGINT),
+        )
+
+    def _step(self, epoch: int) -> Callable[[Tensor, Tensor], None]:
+        ctx, model, optimizer, scheme, device = self.ctx, self.train_model, self.optimizer, self.scheme, self.ctx.device
+        perf, scaler = self.perf, self.scaler
+        c = self.config
+        batches = len(self.loader)
+
+        def step(x: Tensor, y: Tensor) -> None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if perf.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = ctx.lr_at(epoch + ctx.batch / batches)
+            for group in optimizer.param_groups:  # every group: the reference code forgot its second one
+                group["lr"] = lr
+            model.train()
+            # BatchNorm statistics move during the loss's forward passes; a skipped batch must not keep them.
+            buffers = [b.detach().clone() for b in model.buffers()] if c.max_nan_batches else []
+            with perf.autocast(device):  # the attacks run inside the scheme's loss, so they are covered too
+                loss, logs = self._checked_loss(scheme.loss(model, x, y, ctx))
+            record: dict[str, Any] = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr}
+            if torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:  # fp16: scale the loss so small gradients survive, unscale before the step
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                ctx.passes.update_forward += x.shape[0]
+                ctx.passes.update_backward += x.shape[0]
+                value = float(loss.detach())
+                self.stats.images += x.shape[0]
+                self.stats.loss_sum += value * x.shape[0]
+                record.update(loss=value, **logs)
+            else:
+                self.nan_batches += 1
+                self.stats.nan_batches += 1
+                if self.nan_batches > c.max_nan_batches:
+                    kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+                    self._fail("failed")
+                    raise TrainingError(
+                        f"The loss became {float(loss.detach())} at epoch {epoch + 1}, batch {ctx.batch + 1} "
+                        f"(non-finite batches: {self.nan_batches}, --max-nan-batches {c.max_nan_batches}); {kept}."
+                    )
+                with torch.no_grad():
+                    for buffer, saved in zip(model.buffers(), buffers):
+                        buffer.copy_(saved)
+                log.warning("Skipped batch %d of epoch %d: the loss was %s (no update; %d of %d allowed).",
+                            ctx.batch + 1, epoch + 1, float(loss.detach()), self.nan_batches, c.max_nan_batches)
+                record.update(loss=None, skipped="non-finite loss", **logs)
+            append_jsonl(self.metrics_path, record)
+            shown: dict[str, Any] = {"loss": self.stats.loss_sum / max(self.stats.images, 1)}
+            shown.update({k.replace("rerr_", "rerr "): v for k, v in logs.items() if k.startswith("rerr_") and k != "rerr_batch"})
+            self.progress.advance(shown)
+            ctx.batch += 1
+            if self.mid_epoch and c.checkpoint_every and ctx.batch % c.checkpoint_every == 0 and ctx.batch < batches:
+                self.stats.seconds += time.perf_counter() - self._clock
+                self._clock = time.perf_counter()
+                self.save_checkpoint(epoch, ctx.batch)
+            if self.stop.signum is not None and ctx.batch < batches:  # at an epoch's end: see run()
+                self._interrupt(epoch)
+
+        return step
+
+    def _checked_loss(self, out: Any) -> tuple[Tensor, dict[str, Any]]:
+        """``(scalar loss tensor, dict of logs)`` from a scheme's ``loss``, or one sentence naming the plugin."""
+        what = f"scheme {self.scheme.name!r} loss()"
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise PluginFault(f"Plugin {self.scheme_plugin!r} is faulty: {what} returned {type(out).__name__}, not a (loss, logs) pair.")
+        loss = checked(out[0], Tensor, what=what, plugin=self.scheme_plugin)
+        logs = checked(out[1], dict, what=what + " (its logs)", plugin=self.scheme_plugin)
+        if loss.numel() != 1:
+            raise PluginFault(f"Plugin {self.scheme_plugin!r} is faulty: {what} returned a loss of shape {tuple(loss.shape)}, not a scalar.")
+        return loss.reshape(()), logs
+
+    def run(self, result: RunResult) -> None:
+        c, ctx, scheme = self.config, self.ctx, self.scheme
+        self.stop.install()
+        try:
+            for epoch in range(self.start_epoch, c.epochs):
+                resumed_mid = epoch == self.start_epoch and self.start_batch > 0
+                ctx.epoch, ctx.batch = epoch, (self.start_batch if resumed_mid else 0)
+                if not resumed_mid:
+                    self.stats = EpochStats(passes_before=ctx.passes.as_dict())
+                    self.data_epoch_start = self.data_rng.get_state()
+                self._clock = time.perf_counter()
+                scheme.on_epoch_start(ctx)
+                self.progress.start(f"epoch {epoch + 1}/{c.epochs}", len(self.loader))
+                for _ in range(ctx.batch):
+                    self.progress.advance({})
+                try:
+                    scheme.run_epoch(ctx, self._batches(epoch), self._step(epoch))
+                finally:
+                    self.progress.stop()
+                result.epochs.append(self._end_epoch(epoch))
+                if self.stop.signum is not None and epoch + 1 < c.epochs:  # a signal in an epoch's last batch
+                    self._interrupt(epoch, epoch_done=True)
+        finally:
+            self.stop.restore()
+
+    def _end_epoch(self, epoch: int) -> dict[str, Any]:
+        ctx = self.ctx
+        seconds = self.stats.seconds + time.perf_counter() - self._clock
+        passes = {k: v - self.stats.passes_before.get(k, 0) for k, v in ctx.passes.as_dict().items()}
+        images = self.stats.images
+        attack_passes = passes["attack_forward"] + passes["attack_backward"]
+        summary = {
+            "kind": "epoch",
+            "epoch": epoch + 1,
+            "loss": self.stats.loss_sum / max(images, 1),
+            "seconds": seconds,
+            "images": images,
+            "images_per_s": images / seconds if seconds > 0 else None,
+            "attack_passes_per_s": attack_passes / seconds if seconds > 0 else None,
+            "peak_memory_mib": _peak_memory_mib(ctx.device),
+            "nan_batches": self.stats.nan_batches,
+            "passes": passes,
+            **self.scheme.on_epoch_end(ctx),
+        }
+        append_jsonl(self.metrics_path, summary)
+        self.save_checkpoint(epoch + 1, 0)
+        return summary
+
+
 def finetune(
     config: FinetuneConfig | None = None,
     *,
     config_file: str | Path | None = None,
+    resume: str | Path | None = None,
     host: PluginHost | None = None,
     progress: ProgressReporter | None = None,
     **options: Any,
@@ -155,150 +807,95 @@ def finetune(
 
     ``options`` are :class:`robustft.config.FinetuneConfig` fields (``model="digits-cnn-linf"``,
     ``scheme="e-at"``, ``epochs=3``, ``eps={"inf": "8/255"}``, ...); with ``config_file`` they override
-    the file's values.
+    the file's values. ``resume`` continues the run in that folder from its last good checkpoint
+    (options must then agree with its ``config.toml``, see :func:`resume_config`).
     """
-    if config is None:
+    progress = progress or ProgressReporter()
+    registries = (host or get_host()).registries
+    run_dir: Path | None = None
+    if resume is not None:
+        if config is not None or config_file is not None:
+            raise BadInputError("Give --resume or --config, not both: a resumed run keeps its own config.toml.")
+        run_dir = Path(resume)
+        previous = read_run_info(run_dir)
+        if previous.get("status") == "finished":
+            raise UserError(f"Run {str(run_dir)!r} has already finished; its final weights are in {run_dir / 'model.pt'}.")
+        config = resume_config(run_dir, options)
+    elif config is None:
         config = build_config(config_file, **options)
     elif options:
         config = dataclasses.replace(config, **options)
-    progress = progress or ProgressReporter()
-    registries = (host or get_host()).registries
 
-    # Resolve every name before any compute, so a typo costs nothing.
-    scheme_cls = registries.schemes.get(config.scheme)
-    attack_factory = registries.attacks.get(config.attack)
-    zoo, info = resolve_model(config.model, registries)
-    dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
-    norms = tuple(config.norms or scheme_cls.default_norms)
-    eps = {**dataset.default_eps, **config.eps}
-    for norm in norms:
-        if norm not in eps:
-            raise BadInputError(f"Data set {dataset.name!r} has no default radius for norm {norm}: give --eps {norm}=RADIUS.")
-        if norm not in attack_factory.norms:
-            raise BadInputError(f"Attack {attack_factory.name!r} does not support norm {norm}.")
-    scheme: Scheme = scheme_cls(norms, **config.options)
-    device = select_device(config.device)
-    config = dataclasses.replace(
-        config,
-        dataset=config.dataset or info.dataset,
-        norms=norms,
-        eps={n: eps[n] for n in norms},
-        lr=config.lr or info.finetune_lr or 0.05,
-    )
-    run_dir = new_run_dir(info.name, scheme_cls.name, config.out)
-    (run_dir / "config.toml").write_text(
-        dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config"),
-        encoding="utf-8",
-    )
-    run_info: dict[str, Any] = {
-        "robustft_version": robustft.__version__,
-        "base_model": config.model,
-        "zoo": zoo.name,
-        "model_name": info.name,
-        "dataset": config.dataset,
-        "model_options": config.model_options(),
-        "data_options": config.data_options(),
-        "scheme": scheme_cls.name,
-        "norms": [n.value for n in norms],
-        "eps": eps_to_strings(config.eps),
-        "status": "running",
-        "started": _dt.datetime.now().isoformat(timespec="seconds"),
-    }
-    write_run_info(run_dir, run_info)
-
-    torch.manual_seed(config.seed)
-    model = zoo.load(info, device=device, dataset=dataset, **config.model_options()).to(device)
-    data_rng = torch.Generator().manual_seed(config.seed)
-    loader = make_train_loader(dataset, config, data_rng, device)
-    ctx = EngineContext(
-        model=model,
-        device=device,
-        eps={n: float(eps[n]) for n in norms},
-        attack_factory=attack_factory,
-        attack_steps=config.attack_steps,
-        epochs=config.epochs,
-        batches_per_epoch=len(loader),
-        rng=torch.Generator().manual_seed(config.seed + 1),
-        num_classes=dataset.num_classes,
-        config=config,
-    )
-    optimizer = ctx.optimizer
-    metrics_path = run_dir / "metrics.jsonl"
-    result = RunResult(run_dir=run_dir, weights=run_dir / "model.pt", config=config)
-    progress.message(
-        f"Fine-tuning {info.name} on {dataset.name} with {scheme_cls.name} "
-        f"({', '.join(f'{n.label} {format_radius(eps[n])}' for n in norms)}) for {config.epochs} epoch(s) on {device}; "
-        f"run folder {run_dir}"
-    )
-
-    for epoch in range(config.epochs):
-        ctx.epoch, ctx.batch = epoch, 0
-        epoch_start, images, loss_sum = time.perf_counter(), 0, 0.0
-        passes_before = dataclasses.replace(ctx.passes)
-        scheme.on_epoch_start(ctx)
-        progress.start(f"epoch {epoch + 1}/{config.epochs}", len(loader))
-
-        def step(x: Tensor, y: Tensor) -> None:
-            nonlocal images, loss_sum
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lr = ctx.lr_at(epoch + ctx.batch / len(loader))
-            for group in optimizer.param_groups:  # every group: the reference code forgot its second one
-                group["lr"] = lr
-            model.train()
-            loss, logs = scheme.loss(model, x, y, ctx)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"The loss became {loss.item()} at epoch {epoch + 1}, batch {ctx.batch + 1}; "
-                    f"the last good checkpoint is in {run_dir / 'checkpoints'}."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ctx.passes.update_forward += x.shape[0]
-            ctx.passes.update_backward += x.shape[0]
-            value = float(loss.detach())
-            images += x.shape[0]
-            loss_sum += value * x.shape[0]
-            record = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr, "loss": value, **logs}
-            append_jsonl(metrics_path, record)
-            shown = {"loss": loss_sum / images}
-            shown.update({k.replace("rerr_", "rerr "): v for k, v in logs.items() if k.startswith("rerr_") and k != "rerr_batch"})
-            progress.advance(shown)
-            ctx.batch += 1
-
-        try:
-            scheme.run_epoch(ctx, loader, step)
-        finally:
-            progress.stop()
-        seconds = time.perf_counter() - epoch_start
-        passes = {k: v - getattr(passes_before, k) for k, v in ctx.passes.as_dict().items()}
-        summary = {
-            "kind": "epoch",
-            "epoch": epoch + 1,
-            "loss": loss_sum / max(images, 1),
-            "seconds": seconds,
-            "images": images,
-            "images_per_s": images / seconds if seconds > 0 else None,
-            "passes": passes,
-            **scheme.on_epoch_end(ctx),
-        }
-        append_jsonl(metrics_path, summary)
-        result.epochs.append(summary)
-        save_torch(
-            {
-                "format": "robustft-checkpoint",
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr": ctx.lr_at(epoch + 1),
-                "scheme": scheme.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "scheme": ctx.rng.get_state()},
-            },
-            run_dir / "checkpoints" / f"epoch-{epoch + 1:03d}.pt",
+    plan = preflight(config, registries, run_dir)
+    config = plan.config
+    if resume is None:
+        create_run_dir(plan.run_dir)
+        atomic_write_text(
+            plan.run_dir / "config.toml",
+            dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
         )
+        run_info: dict[str, Any] = {
+            "robustft_version": robustft.__version__,
+            "base_model": config.model,
+            "zoo": plan.zoo.name,
+            "model_name": plan.info.name,
+            "dataset": config.dataset,
+            "model_options": config.model_options(),
+            "data_options": config.data_options(),
+            "scheme": plan.scheme_cls.name,
+            "norms": [n.value for n in plan.norms],
+            "eps": eps_to_strings(config.eps),
+            "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
+    else:
+        run_info = {k: v for k, v in previous.items() if k != "stopped"}
+    run_info["status"] = "running"
+    write_run_info(plan.run_dir, run_info)
 
-    save_torch({"format": "robustft-weights", "model": model.state_dict()}, result.weights)
+    trainer = Trainer(plan, registries, progress, run_info)
+    result = RunResult(run_dir=plan.run_dir, weights=plan.run_dir / "model.pt", config=config)
+    if resume is not None:
+        state, path = load_last_checkpoint(plan.run_dir)
+        if state is not None and path is not None:
+            trainer.restore(state, path)
+            result.epochs = [r for r in read_jsonl(trainer.metrics_path) if r.get("kind") == "epoch"]
+            progress.message(f"Resuming {plan.run_dir} from {path.name} (epoch {trainer.start_epoch + 1}, after batch {trainer.start_batch}).")
+        else:
+            if list_checkpoints(plan.run_dir):
+                log.warning("No checkpoint of %s could be used; the run starts again from the beginning.", plan.run_dir)
+            _trim_metrics(trainer.metrics_path, 0, 0)
+    eps = plan.eps
+    progress.message(
+        f"Fine-tuning {plan.info.name} on {plan.dataset.name} with {plan.scheme_cls.name} "
+        f"({', '.join(f'{n.label} {format_radius(eps[n])}' for n in plan.norms)}) for {config.epochs} epoch(s) on {plan.device} "
+        f"({plan.performance.describe()}); run folder {plan.run_dir}"
+    )
+    try:
+        trainer.run(result)
+    except KeyboardInterrupt:
+        trainer._fail("interrupted")
+        raise
+    except Exception:
+        if run_info.get("status") == "running":
+            trainer._fail("failed")
+        raise
+
+    save_torch({"format": "robustft-weights", "model": plan.model.state_dict()}, result.weights)
     run_info.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"))
-    write_run_info(run_dir, run_info)
-    mark_latest(run_dir)
+    write_run_info(plan.run_dir, run_info)
+    mark_latest(plan.run_dir)
+    if result.epochs:
+        last = result.epochs[-1]
+        rate, passes, peak = last.get("images_per_s"), last.get("attack_passes_per_s"), last.get("peak_memory_mib")
+        progress.message(
+            "Last epoch: "
+            + ", ".join(
+                part for part in (
+                    f"{rate:.1f} images/s" if rate else "",
+                    f"{passes:.0f} attack passes/s" if passes else "",
+                    f"peak memory {peak:.0f} MiB" if peak else "",
+                ) if part
+            )
+            + "."
+        )
     return result

@@ -52,7 +52,7 @@ class UnknownNameError(BadInputError):
             suggestion = "did you mean " + " or ".join(repr(c) for c in close) + "?"
         elif valid:
             shown = ", ".join(valid[:12]) + (", ..." if len(valid) > 12 else "")
-            suggestion = f"valid {kind}s: {shown}."
+            suggestion = f"valid {kind}s: {shown}." if " " not in kind else f"valid names: {shown}."
         else:
             suggestion = f"no {kind} is installed."
         message = f"Unknown {kind} {name!r}: {suggestion}"

@@ -24,7 +24,7 @@ import pluggy
 
 from robustft import hookspecs
 from robustft.errors import UserError
-from robustft.registry import Registries, RegistrationError
+from robustft.registry import Registries
 
 ENTRY_POINT_GROUP = "robustft"
 STRICT_ENV = "ROBUSTFT_STRICT_PLUGINS"
@@ -163,13 +163,9 @@ class PluginHost:
                 try:
                     impl.function(register=pending.append)
                     staged = Registries().by_kind(kind)
-                    for obj in pending:  # validate everything before adding anything
+                    for obj in pending:  # validate everything (names and aliases too) before adding anything
                         staged.add(obj, impl.plugin_name)
-                        if obj_name(obj) in registry:
-                            raise RegistrationError(
-                                f"{kind[:-1]} {obj_name(obj)!r} is already registered by "
-                                f"{registry.entry(obj_name(obj)).plugin}"
-                            )
+                        registry.check_free(obj, impl.plugin_name)
                 except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the others down
                     self._fail(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
                     continue

@@ -7,13 +7,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from robustft.errors import UnknownNameError
+from robustft.errors import UnknownNameError, UserError
 
 T = TypeVar("T")
 
 
 class RegistrationError(ValueError):
     """A plugin registered something malformed or a name that is already taken."""
+
+
+class PluginFault(UserError):
+    """A registered plugin returned something malformed when it was used (always an error: there is
+    nothing to fall back to in the middle of a run)."""
+
+
+def _type_names(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__ for t in types)
+
+
+def checked(value: Any, expected: type | tuple[type, ...], *, what: str, plugin: str) -> Any:
+    """``value`` if it is an ``expected`` instance, else a :class:`PluginFault` naming the plugin.
+
+    ``what`` names the call, e.g. ``"model zoo 'builtin' load()"``.
+    """
+    if not isinstance(value, expected):
+        raise PluginFault(
+            f"Plugin {plugin!r} is faulty: {what} returned {type(value).__name__}, not {_type_names(expected)}."
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -28,9 +50,13 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """The registered things of one kind (schemes, attacks, ...)."""
 
-    def __init__(self, kind: str, required: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, required: tuple[str, ...] = (), contract: type | None = None, is_class: bool = False) -> None:
+        """``contract``: the base class of :mod:`robustft.contracts` registered objects must derive from
+        (``is_class``: the object is that subclass itself, as for schemes, else an instance of it)."""
         self.kind = kind
         self._required = required
+        self._contract = contract
+        self._is_class = is_class
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
 
@@ -41,19 +67,42 @@ class Registry(Generic[T]):
         missing = [attr for attr in self._required if not hasattr(obj, attr)]
         if missing:
             raise RegistrationError(f"{plugin} registered {self.kind} {name!r} without {', '.join(missing)}")
-        aliases = tuple(getattr(obj, "aliases", ()) or ())
-        for key in (name, *aliases):
-            owner = self._lookup_key(key)
-            if owner is not None:
-                raise RegistrationError(
-                    f"{plugin} registered {self.kind} {key!r}, which {self._entries[owner].plugin} already registered"
-                )
+        aliases = getattr(obj, "aliases", ()) or ()
+        if isinstance(aliases, str) or not all(isinstance(a, str) and a.strip() for a in aliases):
+            raise RegistrationError(f"{plugin} registered {self.kind} {name!r} whose 'aliases' is not a tuple of names")
+        aliases = tuple(aliases)
+        self.check_free(obj, plugin)
+        self._check_contract(obj, name, plugin)
         description = str(getattr(obj, "description", "") or (getattr(obj, "__doc__", "") or "").strip().split("\n")[0])
         entry = Entry(name=name, obj=obj, plugin=plugin, description=description, aliases=aliases)
         self._entries[name.lower()] = entry
         for alias in aliases:
             self._aliases[alias.lower()] = name.lower()
         return entry
+
+    def check_free(self, obj: Any, plugin: str) -> None:
+        """Raise :class:`RegistrationError` when ``obj``'s name or one of its aliases is already taken."""
+        for key in (str(getattr(obj, "name", "")), *(getattr(obj, "aliases", ()) or ())):
+            owner = self._lookup_key(str(key))
+            if owner is not None:
+                raise RegistrationError(
+                    f"{plugin} registered {self.kind} {key!r}, which {self._entries[owner].plugin} already registered"
+                )
+
+    def _check_contract(self, obj: Any, name: str, plugin: str) -> None:
+        contract = self._contract
+        if contract is None:
+            return
+        if self._is_class:
+            if not (isinstance(obj, type) and issubclass(obj, contract)):
+                raise RegistrationError(
+                    f"{plugin} registered {self.kind} {name!r}, which is not a subclass of {_type_names(contract)}"
+                )
+            abstract = sorted(getattr(obj, "__abstractmethods__", ()))
+            if abstract:
+                raise RegistrationError(f"{plugin} registered {self.kind} {name!r} without {', '.join(abstract)}")
+        elif not isinstance(obj, contract):
+            raise RegistrationError(f"{plugin} registered {self.kind} {name!r}, which is not a {_type_names(contract)} instance")
 
     def _lookup_key(self, key: str) -> str | None:
         key = key.lower()
@@ -92,11 +141,19 @@ class Registries:
     """Every registry, as filled by the installed plugins."""
 
     def __init__(self) -> None:
-        self.schemes: Registry[Any] = Registry("scheme", required=("loss",))
-        self.attacks: Registry[Any] = Registry("attack", required=("build",))
-        self.suites: Registry[Any] = Registry("suite", required=("attacks",))
-        self.zoos: Registry[Any] = Registry("zoo", required=("load", "models"))
-        self.datasets: Registry[Any] = Registry("dataset", required=("train", "test", "num_classes"))
+        from robustft import contracts as c  # imported here: contracts pulls in torch
+
+        self.schemes: Registry[Any] = Registry("scheme", required=("loss",), contract=c.Scheme, is_class=True)
+        self.attacks: Registry[Any] = Registry("attack", required=("build",), contract=c.AttackFactory)
+        self.suites: Registry[Any] = Registry("suite", required=("attacks",), contract=c.EvalSuite)
+        self.zoos: Registry[Any] = Registry("zoo", required=("load", "models"), contract=c.ModelZoo)
+        self.datasets: Registry[Any] = Registry("dataset", required=("train", "test", "num_classes"), contract=c.DatasetPlugin)
+
+    def plugin_of(self, kind: str, obj: Any) -> str:
+        """The plugin that registered ``obj`` (for error messages), or its name when it was not registered."""
+        registry = self.by_kind(kind)
+        name = str(getattr(obj, "name", ""))
+        return registry.entry(name).plugin if name in registry else name or type(obj).__name__
 
     def by_kind(self, kind: str) -> Registry[Any]:
         return {

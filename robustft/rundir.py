@@ -5,7 +5,9 @@
         run.json             base model, zoo, data set, status, timings
         metrics.jsonl        one JSON object per batch ("kind": "batch") and per epoch ("kind": "epoch")
         checkpoints/epoch-001.pt ...   weights, optimizer, schedule position, scheme state, RNG states
+        checkpoints/epoch-002-batch-0004.pt   mid-epoch checkpoints (--checkpoint-every N; the last two kept)
         model.pt             the final weights
+        *.pt.sha256          the SHA-256 of each torch file, checked before it is loaded
     runs/latest              a text file holding the path of the newest run
 """
 
@@ -15,6 +17,7 @@ import datetime as _dt
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +26,57 @@ from robustft.io import atomic_write_text
 from robustft.paths import runs_dir
 
 LATEST = "latest"
+#: Free space a run needs before it starts, at the least (checkpoints need more for big models:
+#: :func:`check_free_space` is called again once the model's size is known).
+MIN_FREE_BYTES = 64 * 2**20
+CHECKPOINT_RE = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?\.pt$")
 
 
-def new_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
+def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
+    """The run folder a new run will use (``out``, or a fresh one under the runs folder), not yet created."""
     if out is not None:
         path = Path(out)
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UserError(f"Output folder {str(path)!r} is not empty; choose another --out or remove it.")
-    else:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}-{scheme}").strip("_")
-        path = runs_dir() / f"{stamp}-{slug}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = runs_dir() / f"{stamp}-{slug}-{suffix}"
+        return path
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}-{scheme}").strip("_")
+    path = runs_dir() / f"{stamp}-{slug}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = runs_dir() / f"{stamp}-{slug}-{suffix}"
+    return path
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Pre-flight: ``path`` (or the nearest folder above it that exists) can be written."""
+    anchor = _existing_ancestor(path)
+    if not anchor.is_dir():
+        raise UserError(f"Output folder {str(path)!r} cannot be created: {str(anchor)!r} is a file.")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise UserError(f"Output folder {str(path)!r} cannot be written (no write permission on {str(anchor)!r}).")
+
+
+def check_free_space(path: Path, needed: int = MIN_FREE_BYTES) -> None:
+    """Pre-flight: the disk holding ``path`` has at least ``needed`` bytes free."""
+    free = shutil.disk_usage(_existing_ancestor(path)).free
+    if free < needed:
+        raise UserError(
+            f"Output folder {str(path)!r} is on a disk with {free / 2**20:.0f} MiB free, "
+            f"but the run needs at least {needed / 2**20:.0f} MiB; free some space or choose another --out."
+        )
+
+
+def create_run_dir(path: Path) -> Path:
+    """Create the run folder and its checkpoints folder, proving it is writable."""
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -46,6 +85,36 @@ def new_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
     except OSError as exc:
         raise UserError(f"Output folder {str(path)!r} cannot be written ({exc.strerror}).") from None
     return path
+
+
+def new_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
+    """Plan, check and create a new run folder."""
+    path = plan_run_dir(model, scheme, out)
+    check_writable(path)
+    check_free_space(path)
+    return create_run_dir(path)
+
+
+def checkpoint_name(epoch: int, batch: int = 0) -> str:
+    """``epoch-002.pt`` after a whole epoch (1-based), ``epoch-002-batch-0004.pt`` within epoch 2."""
+    return f"epoch-{epoch:03d}.pt" if batch == 0 else f"epoch-{epoch:03d}-batch-{batch:04d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[tuple[int, int], Path]]:
+    """The run's checkpoints as ``((epochs done, batches done in the next epoch), path)``, oldest first.
+
+    ``epoch-002.pt`` is position (2, 0); ``epoch-003-batch-0004.pt`` is (2, 4): four batches into
+    the third epoch.
+    """
+    found = []
+    folder = Path(run_dir) / "checkpoints"
+    for path in folder.glob("epoch-*.pt") if folder.is_dir() else ():
+        match = CHECKPOINT_RE.match(path.name)
+        if match is None:
+            continue
+        epoch, batch = int(match.group(1)), int(match.group(2) or 0)
+        found.append(((epoch, 0) if batch == 0 else (epoch - 1, batch), path))
+    return sorted(found)
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:

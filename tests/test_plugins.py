@@ -8,7 +8,8 @@ import types
 import pytest
 
 from robustft import hookimpl
-from robustft.contracts import Scheme
+from robustft.contracts import AttackFactory, ModelInfo, ModelZoo, Scheme
+from robustft.norms import Norm
 from robustft.pluginmanager import PluginError, PluginHost, PluginWarning
 
 from helpers import make_distribution, run_cli, with_path
@@ -90,23 +91,149 @@ def raising_hook(register):
     raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize(
-    "bad_hook,match",
-    [
-        (raising_hook, "boom"),
-        (lambda register: register(object()), "without a string 'name'"),
-        (lambda register: register(types.SimpleNamespace(name="e-at", loss=None)), "already registered"),
-    ],
-    ids=["raises", "malformed", "duplicate"],
-)
-def test_faulty_plugin_is_skipped_and_others_keep_working(bad_hook, match):
+class DuplicateScheme(GoodScheme):
+    name = "e-at"
+
+
+class NotAScheme:
+    """Has a name and a loss, but does not derive from robustft.contracts.Scheme."""
+
+    name = "not-a-scheme"
+
+    def loss(self, model, x, y, ctx):  # pragma: no cover - never called
+        raise AssertionError
+
+
+class SchemeWithoutLoss(Scheme):
+    name = "no-loss"
+
+
+class NotAZoo:
+    name = "not-a-zoo"
+
+    def models(self):  # pragma: no cover - never called
+        return []
+
+    def load(self, info, **options):  # pragma: no cover - never called
+        return None
+
+
+class AliasTaken(GoodScheme):
+    name = "fresh-name"
+    aliases = ("eat",)  # E-AT's alias
+
+
+class AliasesAsString(GoodScheme):
+    name = "string-aliases"
+    aliases = "oops"
+
+
+FAULTS = [
+    ("register_schemes", raising_hook, "boom"),
+    ("register_schemes", lambda register: register(object()), "without a string 'name'"),
+    ("register_schemes", lambda register: register(DuplicateScheme), "already registered"),
+    ("register_schemes", lambda register: register(AliasTaken), "'eat', which eat already registered"),
+    ("register_schemes", lambda register: register(NotAScheme), "not a subclass of robustft.contracts.Scheme"),
+    ("register_schemes", lambda register: register(SchemeWithoutLoss), "without loss"),
+    ("register_schemes", lambda register: register(GoodScheme((Norm.LINF,))), "not a subclass"),
+    ("register_schemes", lambda register: register(AliasesAsString), "'aliases' is not a tuple"),
+    ("register_zoos", lambda register: register(NotAZoo()), "not a robustft.contracts.ModelZoo instance"),
+]
+FAULT_IDS = ["raises", "malformed", "duplicate", "duplicate-alias", "not-a-subclass", "lacks-loss", "instance-not-class", "bad-aliases", "zoo-not-a-zoo"]
+
+
+@pytest.mark.parametrize("hook_name,bad_hook,match", FAULTS, ids=FAULT_IDS)
+def test_faulty_plugin_is_skipped_and_others_keep_working(hook_name, bad_hook, match):
     host = PluginHost()  # the built-ins, plus:
     host.register(plugin(register_schemes=lambda register: register(GoodScheme)), name="good")
-    host.register(plugin(register_schemes=bad_hook), name="bad")
-    with pytest.warns(PluginWarning, match=match):
-        schemes = host.registries.schemes
-    assert "good-scheme" in schemes and "e-at" in schemes
-    assert schemes.entry("e-at").plugin == "eat"  # a duplicate never replaces the original
+    host.register(plugin(**{hook_name: bad_hook}), name="bad")
+    with pytest.warns(PluginWarning, match=match) as caught:
+        registries = host.registries
+    assert all("'bad'" in str(w.message) for w in caught)  # the warning names the plugin
+    assert "good-scheme" in registries.schemes and "e-at" in registries.schemes and "builtin" in registries.zoos
+    assert registries.schemes.entry("e-at").plugin == "eat"  # a duplicate never replaces the original
+    assert host.plugins["bad"].error is not None and host.plugins["good"].error is None
+
+
+@pytest.mark.parametrize("hook_name,bad_hook,match", FAULTS, ids=FAULT_IDS)
+def test_faulty_plugin_is_an_error_when_strict(hook_name, bad_hook, match):
+    host = PluginHost(strict=True)  # the built-ins load cleanly even when strict
+    host.register(plugin(register_schemes=lambda register: register(GoodScheme)), name="good")
+    host.register(plugin(**{hook_name: bad_hook}), name="bad")
+    with pytest.raises(PluginError, match="Plugin 'bad' failed") as raised:
+        host.registries
+    assert match.split()[0] in str(raised.value) and len(str(raised.value).splitlines()) == 1
+
+
+def test_hook_that_raises_in_register_commands_is_named_and_skipped():
+    host = PluginHost(entry_points=False)
+    host.register(plugin(register_commands=lambda app: (_ for _ in ()).throw(RuntimeError("cli boom"))), name="cmds")
+    with pytest.warns(PluginWarning, match="'cmds'.*cli boom"):
+        host.call_commands(object())
+    strict = PluginHost(entry_points=False, strict=True)
+    strict.register(plugin(register_commands=lambda app: (_ for _ in ()).throw(RuntimeError("cli boom"))), name="cmds")
+    with pytest.raises(PluginError, match="'cmds'"):
+        strict.call_commands(object())
+
+
+# ----------------------------------------------------------------- malformed results at use time
+
+
+class StringZoo(ModelZoo):
+    """A zoo whose load() returns a string instead of a model."""
+
+    name = "stringzoo"
+
+    def models(self):
+        return [ModelInfo(name="nothing", dataset="digits")]
+
+    def load(self, info, *, device, dataset=None, **options):
+        return "not a model"
+
+
+class TupleLossScheme(Scheme):
+    name = "bad-loss"
+    default_norms = (Norm.LINF,)
+
+    def loss(self, model, x, y, ctx):
+        return 1.0  # not a (tensor, logs) pair
+
+
+class NoAttackFactory(AttackFactory):
+    name = "no-attack"
+
+    def build(self, norm, eps, *, steps, purpose="train", **options):
+        return "not an attack"
+
+
+def faulty_host(strict: bool) -> PluginHost:
+    host = PluginHost(strict=strict)
+    host.register(plugin(register_zoos=lambda register: register(StringZoo()),
+                         register_schemes=lambda register: register(TupleLossScheme),
+                         register_attacks=lambda register: register(NoAttackFactory())), name="faulty")
+    return host
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"model": "stringzoo:nothing"}, r"model zoo 'stringzoo' load\(\) returned str, not torch.nn.modules.module.Module"),
+        ({"scheme": "bad-loss"}, r"scheme 'bad-loss' loss\(\) returned float"),
+        ({"attack": "no-attack"}, r"attack 'no-attack' build\(\) returned str"),
+    ],
+    ids=["zoo-load-not-a-module", "scheme-loss-not-a-pair", "attack-build-not-an-attack"],
+)
+def test_malformed_results_at_use_time_are_one_sentence_naming_the_plugin(tmp_path, base_model, strict, options, match):
+    import robustft
+    from robustft.registry import PluginFault
+
+    with pytest.raises(PluginFault, match=match) as raised:
+        robustft.finetune(host=faulty_host(strict), epochs=1, n_train=32, batch_size=32, out=str(tmp_path / "run"), **options)
+    message = str(raised.value)
+    assert message.startswith("Plugin 'faulty' is faulty") and len(message.splitlines()) == 1
+    if "model" in options:  # found before any compute: no run folder is left behind
+        assert not (tmp_path / "run").exists()
 
 
 def test_unknown_scheme_suggests_the_closest():
