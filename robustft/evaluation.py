@@ -6,6 +6,16 @@ evaluator itself has checked that the returned point lies in its lp ball and in 
 (:func:`robustft.lp.check_in_ball_and_box`) and that the model misclassifies it; an attack's own
 "success" flag is never trusted. A point is robust in the union when it is clean-correct and robust in
 every norm evaluated.
+
+Under ``torchrun`` (see :mod:`robustft.distributed` and docs/distributed.md) the work is sharded by
+batch: the batches a single process would form (the still-robust points, in index order, cut every
+``batch_size``) are dealt round-robin, batch ``b`` to rank ``b mod world``. Every rank attacks its
+batches, and the per-point outcomes (clean-correct, broken, rejected) are summed over the ranks after
+each attack, so that every rank knows which points the next attack must see and rank 0 computes the
+union from every point. Since APGD re-seeds its generator at every call, an attack's result on a batch
+depends only on the batch; the batches being those of one process, the table is the same as in one
+process for the same ``batch_size`` (exactly, on devices of one kind; tests/test_distributed.py checks
+it). Only rank 0 reports progress and warnings.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustft import distributed
 from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
@@ -94,8 +105,12 @@ def evaluate_model(
     name: str = "model",
     progress: ProgressReporter | None = None,
 ) -> EvalResult:
-    """Evaluate one model on the first ``n_ex`` test points (the papers' protocol uses the first 1000)."""
-    progress = progress or ProgressReporter()
+    """Evaluate one model on the first ``n_ex`` test points (the papers' protocol uses the first 1000).
+
+    Inside a process group every rank must call this with the same arguments; each attacks its share of
+    the batches (see the module docstring) and every rank returns the full result.
+    """
+    progress = progress if progress is not None and distributed.is_main() else ProgressReporter()
     device = device or next(model.parameters()).device
     test = dataset.test()
     n = min(n_ex, len(test))
@@ -108,8 +123,11 @@ def evaluate_model(
     model.eval()
     flags = _requires_grad_off(model)
     try:
+        clean = torch.zeros(n, dtype=torch.bool)
         with torch.no_grad():
-            clean = torch.cat([model(x.to(device)).argmax(1).cpu() == y for x, y in _chunks(x_all, y_all, batch_size)])
+            for part in distributed.shard_round_robin(torch.arange(n).split(batch_size)):
+                clean[part] = model(x_all[part].to(device)).argmax(1).cpu() == y_all[part]
+        clean = distributed.all_reduce_sum(clean) > 0
         robust: dict[Norm, Tensor] = {}
         rejected: dict[Norm, int] = {}
         for norm in sort_norms(norms):
@@ -124,19 +142,25 @@ def evaluate_model(
                 if idx.numel() == 0:
                     break
                 torch.manual_seed(seed)
-                progress.start(f"{name} {norm.label} {label}", (idx.numel() + batch_size - 1) // batch_size)
-                for part in idx.split(batch_size):
+                # The batches one process would form, dealt round-robin over the ranks (one rank: all).
+                mine = distributed.shard_round_robin(idx.split(batch_size))
+                broken = torch.zeros(n, dtype=torch.bool)
+                outside = torch.zeros(1, dtype=torch.int64)
+                progress.start(f"{name} {norm.label} {label}", len(mine))
+                for part in mine:
                     x, y = x_all[part].to(device), y_all[part].to(device)
                     x_adv = attack(model, x, y).x_adv.detach()
                     valid = check_in_ball_and_box(x_adv, x, norm, radius).cpu()
                     with torch.no_grad():
                         wrong = model(x_adv).argmax(1).cpu() != y.cpu()
-                    still[part[valid & wrong]] = False
-                    rejected[norm] += int((~valid).sum())
-                    progress.advance({"robust": f"{int(still.sum())}/{n}"})
+                    broken[part[valid & wrong]] = True
+                    outside += (~valid).sum()
+                    progress.advance({"robust": f"{int((still & ~broken).sum())}/{n}"})
                 progress.stop()
+                still &= ~(distributed.all_reduce_sum(broken) > 0)
+                rejected[norm] += int(distributed.all_reduce_sum(outside))
             robust[norm] = still
-            if rejected[norm]:
+            if rejected[norm] and distributed.is_main():
                 log.warning(
                     "%s: %d adversarial point(s) in %s lay outside the ball or [0, 1] and were not counted as broken.",
                     name, rejected[norm], norm.label,
@@ -161,11 +185,6 @@ def evaluate_model(
         rejected=rejected,
         per_point={"clean": clean, "union": union, **{k.value: v for k, v in robust.items()}},
     )
-
-
-def _chunks(x: Tensor, y: Tensor, size: int):
-    for start in range(0, x.shape[0], size):
-        yield x[start : start + size], y[start : start + size]
 
 
 @dataclass
@@ -233,7 +252,9 @@ def evaluate(
     norm_list = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
     suite_obj = registries.suites.get(suite)
     user_eps = normalise_eps(eps or {})
-    torch_device = select_device(device)
+    # Under torchrun: this rank's GPU, and the process group (a no-op in a plain process).
+    torch_device = distributed.local_device(select_device(device))
+    distributed.init_from_env(torch_device)
 
     m_options = {k: v for k, v in (model_options or {}).items() if v is not None}
     d_options = {k: v for k, v in (data_options or {}).items() if v is not None}

@@ -125,6 +125,14 @@ class APGD(Attack):
     The model is used in the mode the caller left it in; its parameters, their ``requires_grad`` flags
     and their ``.grad`` are left untouched (gradients are taken with respect to the input only).
 
+    Host-device synchronisation: none inside the step loop. Every per-step decision (momentum, the
+    step-size checkpoints, restarts from the best point, the l1 sparsity update, best and misclassified
+    iterates) is a batched ``torch.where`` on device tensors; only the checkpoint *schedule* (which steps
+    are checkpoints) is Python arithmetic on integers known in advance. The host reads a tensor only
+    between runs: whether any point is already misclassified before the first run, and which points are
+    left (``nonzero``) before each later restart or target class, since a run on no points is skipped.
+    tests/test_apgd.py counts these reads and checks that they do not grow with ``steps``.
+
     Args:
         norm: the threat model's norm.
         eps: the radius of the ball.

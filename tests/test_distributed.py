@@ -1,0 +1,215 @@
+"""torch.distributed helpers and distributed evaluation, with 2 CPU processes on the gloo backend.
+
+Run as a script under torchrun (``python -m torch.distributed.run --standalone --nproc_per_node 2
+tests/test_distributed.py OUT.json``) this file is also the worker of the collective tests: every rank
+exercises the helpers and rank 0 writes what it saw to ``OUT.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustft import distributed
+
+HERE = Path(__file__).resolve()
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def _tiny_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(21, 12, generator=g), torch.randint(0, 3, (21,), generator=g)
+
+
+def _train(model: nn.Module, loader: torch.utils.data.DataLoader, epochs: int) -> nn.Module:
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model
+
+
+def _worker(out: str) -> None:
+    """Every rank runs this under torchrun; rank 0 records the results."""
+    assert distributed.init_from_env(torch.device("cpu"))
+    r, world = distributed.rank(), distributed.world_size()
+    summed = distributed.all_reduce_sum(torch.tensor([1.0, float(r)]))
+    mask = distributed.all_reduce_sum(torch.tensor([r == 0, r == 1, False]))
+    piece = torch.arange(r + 2, dtype=torch.float32)[:, None].repeat(1, 2) + 10 * r  # rank r: r + 2 rows
+    gathered = distributed.gather_tensor(piece)
+    everywhere = distributed.gather_tensor(piece, dst=None)
+    shared = distributed.broadcast_object({"run": f"from-rank-{r}"})
+
+    # Two epochs of DDP on slices of the global batches: the weights must match one process's run.
+    x, y = _tiny_data()
+    dataset = torch.utils.data.TensorDataset(x, y)
+    g = torch.Generator().manual_seed(5)
+    sampler = distributed.ShardedBatchSampler(len(dataset), 8, rank=r, world=world, generator=g)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, generator=g)
+    model = _train(distributed.wrap_model(_tiny_net(), torch.device("cpu")), loader, epochs=2)
+    weights = [p.detach().tolist() for p in distributed.unwrap(model).parameters()]
+    distributed.barrier()
+    if distributed.is_main():
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "world": world,
+                    "summed": summed.tolist(),
+                    "mask": mask.tolist(),
+                    "gathered": gathered.tolist(),
+                    "everywhere": everywhere.tolist(),
+                    "shared": shared,
+                    "weights": weights,
+                    "wrapped": type(model).__name__,
+                }
+            )
+        )
+    else:
+        assert gathered is None and everywhere is not None and shared == {"run": "from-rank-0"}
+    distributed.shutdown()
+
+
+# -------------------------------------------------------------------------------------- single process
+
+
+def test_helpers_are_identities_without_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.init_from_env(torch.device("cpu")) is False
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    t = torch.tensor([1.0, 2.0])
+    out = distributed.all_reduce_sum(t)
+    assert torch.equal(out, t) and out is not t  # a new tensor, as with a group
+    assert distributed.gather_tensor(t) is t
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    net = nn.Linear(2, 2)
+    assert distributed.wrap_model(net, torch.device("cpu")) is net and distributed.unwrap(net) is net
+    assert distributed.shard_round_robin([1, 2, 3]) == [1, 2, 3]
+    distributed.barrier()
+    distributed.shutdown()
+
+
+def test_init_refuses_a_partial_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustft.errors import BadInputError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(BadInputError, match="torchrun"):
+        distributed.init_from_env(torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(BadInputError, match="integer"):
+        distributed.init_from_env(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("n,batch,world", [(23, 8, 2), (24, 8, 3), (9, 4, 4), (10, 5, 2)])
+def test_sharded_batches_are_the_single_process_batches_cut_in_pieces(n: int, batch: int, world: int) -> None:
+    data = torch.utils.data.TensorDataset(torch.arange(n))
+    g = torch.Generator().manual_seed(3)
+    single = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=g)
+    reference = [[b[0].tolist() for b in single] for _ in range(3)]  # three epochs
+    per_rank = []
+    for r in range(world):
+        g = torch.Generator().manual_seed(3)
+        sampler = distributed.ShardedBatchSampler(n, batch, rank=r, world=world, generator=g)
+        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, generator=g)
+        per_rank.append([[b[0].tolist() for b in loader] for _ in range(3)])
+        assert len(loader) == len(per_rank[-1][0])  # the same number of steps on every rank
+    for epoch in range(3):
+        kept = [b for b in reference[epoch] if len(b) >= world]  # a batch smaller than the group is dropped
+        joined = [sum((per_rank[r][epoch][i] for r in range(world)), []) for i in range(len(kept))]
+        assert joined == kept
+        sizes = [len(per_rank[r][epoch][0]) for r in range(world)]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_global_batch_smaller_than_the_group_is_refused() -> None:
+    from robustft.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="global batch"):
+        distributed.ShardedBatchSampler(10, 1, rank=0, world=2, generator=torch.Generator())
+
+
+# ------------------------------------------------------------------------------------------ 2 processes
+
+
+def _torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, **THREADS, "COLUMNS": "200"}
+    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_collectives_and_ddp_steps_on_two_gloo_processes(tmp_path: Path) -> None:
+    out = tmp_path / "worker.json"
+    proc = _torchrun(str(HERE), str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["world"] == 2 and seen["wrapped"] == "DistributedDataParallel"
+    assert seen["summed"] == [2.0, 1.0]
+    assert seen["mask"] == [1, 1, 0]
+    rank0 = [[0.0, 0.0], [1.0, 1.0]]
+    rank1 = [[10.0, 10.0], [11.0, 11.0], [12.0, 12.0]]
+    assert seen["gathered"] == rank0 + rank1 and seen["everywhere"] == rank0 + rank1
+    assert seen["shared"] == {"run": "from-rank-0"}
+
+    # One process, the same global batches: DDP's averaged gradients give the same weights.
+    x, y = _tiny_data()
+    g = torch.Generator().manual_seed(5)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True, generator=g)
+    # 21 points in batches of 8: the last batch (5 points) splits 3 + 2 over the ranks, where the mean of
+    # the two ranks' means weighs its points unequally; the reference splits the same way.
+    reference = _tiny_net()
+    opt = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(2):
+        for xb, yb in loader:
+            halves = list(zip(xb.tensor_split(2), yb.tensor_split(2)))
+            opt.zero_grad()
+            # DDP averages the ranks' gradients: the mean of the per-rank mean losses.
+            (sum(F.cross_entropy(reference(a), b) for a, b in halves) / 2).backward()
+            opt.step()
+    for got, want in zip(seen["weights"], reference.parameters()):
+        assert torch.allclose(torch.tensor(got), want.detach(), atol=1e-5)
+
+
+def test_two_process_eval_table_equals_the_single_process_one(base_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustft.evaluation import evaluate
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["eval", "--model", "digits-cnn-linf", "--n-ex", "40", "--steps", "5", "--batch-size", "10", "--seed", "3", "--json"]
+    multi = _torchrun("-m", "robustft", *args)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    two = json.loads(multi.stdout)  # only rank 0 printed: one JSON document
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers run: CPU kernels may round differently with other thread counts
+    try:
+        single = evaluate(model="digits-cnn-linf", n_ex=40, steps=5, batch_size=10, seed=3, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    one = json.loads(json.dumps(single.as_dict()))  # the CLI's --json is this document
+    for a, b in zip(one["results"], two["results"]):
+        a.pop("seconds"), b.pop("seconds")
+        # Same batches, same seeds: the table is identical, not merely close (tolerance 0).
+        assert a == b
+    assert len(one["results"]) == len(two["results"]) == 1
+    assert 0 < one["results"][0]["union"] < one["results"][0]["clean"]  # the attacks did break points
+    assert multi.stderr.count("apgd-ce") == 3  # progress from rank 0 only: one bar per norm
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
