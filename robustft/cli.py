@@ -109,7 +109,7 @@ def finetune(
     device: DeviceOption = None,
     out: Annotated[Optional[str], typer.Option(help="Run folder (default runs/<timestamp>-<model>-<scheme>).")] = None,
     n_train: Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0 on CPU, up to 4 on CUDA).")] = None,
     model_dir: ModelDirOption = None,
     checkpoint: CheckpointOption = None,
     arch: ArchOption = None,
@@ -118,6 +118,13 @@ def finetune(
     extra_data: Annotated[Optional[str], typer.Option(help="Pseudo-labelled extra data mixed half-and-half into each batch.")] = None,
     download: DownloadOption = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file of settings; command-line options override it.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last good checkpoint (with its config.toml).")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Also checkpoint every N batches (default 0: at epoch ends only).")] = None,
+    max_nan_batches: Annotated[Optional[int], typer.Option(help="Skip up to N batches with a non-finite loss before stopping (default 0).")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: bf16, fp16 (with a gradient scaler) or off; default bf16 on CUDA, off on CPU.")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA only).")] = None,
+    cudnn_benchmark: Annotated[Optional[bool], typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (default: on CUDA only).")] = None,
+    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default off).")] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -128,6 +135,8 @@ def finetune(
 
     result = run_finetune(
         config_file=config,
+        resume=resume, checkpoint_every=checkpoint_every, max_nan_batches=max_nan_batches,
+        amp=amp, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model,
         progress=_progress(quiet, json_output),
         model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
         lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack,
@@ -165,6 +174,7 @@ def eval_command(
     image_size: ImageSizeOption = None,
     download: DownloadOption = None,
     device: DeviceOption = None,
+    sanity: Annotated[bool, typer.Option("--sanity", help="Also run the gradient-masking checks (more steps, more restarts, transfer, l-inf radius 1) on up to 200 of the points.")] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -178,10 +188,87 @@ def eval_command(
         model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
         data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
     )
+    from robustft.distributed import is_main
+
+    checks = None
+    if sanity:
+        from robustft.sanity import DEFAULT_POINTS, sanity as run_sanity, sanity_table
+
+        checks = run_sanity(
+            model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), n_ex=min(n_ex, DEFAULT_POINTS), steps=steps,
+            batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
+            model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
+            data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
+        )
+    if not is_main():  # under torchrun, rank 0 alone prints the table
+        return
+    if json_output:
+        print_json({**report.as_dict(), **({"sanity": [c.as_dict() for c in checks]} if checks is not None else {})})
+    else:
+        stdout_console().print(eval_table(report))
+        if checks is not None:
+            stdout_console().print(sanity_table(checks))
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    schemes: Annotated[str, typer.Option(help="Schemes to compare, comma-separated: e-at,ramp,max,msd,sat,avg.")],
+    seeds: Annotated[int, typer.Option(help="Seeds per scheme (--seed, --seed + 1, ...).")] = 3,
+    out: Annotated[Optional[str], typer.Option(help="Comparison folder (default runs/compare-<timestamp>); rerun with it to continue.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default 3).")] = None,
+    eps: EpsOption = None,
+    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate.")] = None,
+    lr_step: Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default 1).")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="step (default), piecewise or cyclic.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (default 128).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")] = None,
+    attack: Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")] = None,
+    attack_steps: Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")] = None,
+    outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades.")] = None,
+    trades_beta: Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE for every scheme that has it, repeatable.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="First seed (default 0).")] = None,
+    n_train: Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0).")] = None,
+    model_dir: ModelDirOption = None,
+    checkpoint: CheckpointOption = None,
+    arch: ArchOption = None,
+    data_dir: DataDirOption = None,
+    image_size: ImageSizeOption = None,
+    download: DownloadOption = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file of fine-tuning settings; options override it.")] = None,
+    norms: Annotated[str, typer.Option(help="Evaluation norms, e.g. 1,2,inf.")] = "1,2,inf",
+    n_ex: Annotated[int, typer.Option(help="Number of test points (the first N).")] = 1000,
+    steps: Annotated[int, typer.Option(help="Evaluation attack steps.")] = 100,
+    suite: Annotated[str, typer.Option(help="Evaluation suite.")] = "e-at",
+    eval_batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 500,
+    device: DeviceOption = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Fine-tune one base model with several schemes and seeds; table of mean ± std (E-AT Table 12 style)."""
+    from robustft.compare import compare as run_compare, compare_table
+    from robustft.report import print_json, stdout_console
+
+    report = run_compare(
+        schemes, seeds=seeds, out=out, norms=norms, n_ex=n_ex, steps=steps, suite=suite, eval_batch_size=eval_batch_size,
+        config_file=config, progress=_progress(quiet, json_output),
+        model=model, dataset=dataset, epochs=epochs, eps=_eps(eps), lr=lr, lr_step=lr_step, lr_schedule=lr_schedule,
+        batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack, attack_steps=attack_steps,
+        outer_loss=outer_loss, trades_beta=trades_beta, options=_options(option), seed=seed, n_train=n_train,
+        workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
+        image_size=image_size, download=download, device=device,
+    )
     if json_output:
         print_json(report.as_dict())
     else:
-        stdout_console().print(eval_table(report))
+        stdout_console().print(compare_table(report))
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -265,6 +352,7 @@ def list_command(
     kind: Annotated[Kind, typer.Argument(help="What to list.", case_sensitive=False)],
     zoo: Annotated[Optional[str], typer.Option(help="Models: only this zoo's.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Models: only those for this data set.")] = None,
+    threat: Annotated[Optional[str], typer.Option(help="Models: only those robust in this threat model (Linf, L2, L1, or inf, 2, 1).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """List installed schemes, attacks, suites, zoos, data sets or models."""
@@ -273,12 +361,16 @@ def list_command(
 
     reg = registries()
     if kind is Kind.models:
+        from robustft.norms import Norm
+
+        wanted = Norm.parse(threat) if threat else None
         zoos = [reg.zoos.entry(zoo)] if zoo else list(reg.zoos)
         rows = [
             {"name": m.name, "zoo": e.name, "dataset": m.dataset, "threat": m.threat.value if m.threat else None,
              "aliases": list(m.aliases), "description": m.description}
             for e in zoos for m in e.obj.models()
-            if dataset is None or m.dataset.lower() == dataset.lower()
+            if (dataset is None or m.dataset.lower() == dataset.lower())
+            and (wanted is None or m.threat is wanted)
         ]
         columns = ["name", "zoo", "dataset", "threat", "aliases", "description"]
     else:
@@ -315,7 +407,7 @@ def _setup_output() -> None:
     logger = logging.getLogger("robustft")
     logger.handlers[:] = [ConsoleHandler()]
     logger.setLevel(logging.INFO)
-    logger.propagate = False
+    logger.propagate = True  # our handler prints; the root has none unless an embedding application adds one
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,18 +14,22 @@ pseudo-labelled images mixed half-and-half into each batch (see :mod:`robustft.d
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torchvision import transforms
 
 from robustft.contracts import DatasetPlugin
 from robustft.data import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
 from robustft.errors import UserError
 from robustft.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
+    from torchvision import transforms
 from robustft.norms import Norm
 
 CIFAR_EPS = {Norm.LINF: Fraction(8, 255), Norm.L2: Fraction(1, 2), Norm.L1: Fraction(12)}
@@ -33,6 +37,7 @@ CIFAR_EPS = {Norm.LINF: Fraction(8, 255), Norm.L2: Fraction(1, 2), Norm.L1: Frac
 
 def cifar_augmentation() -> transforms.Compose:
     """Random crop (zero padding 4) and horizontal flip, on float tensors."""
+    from torchvision import transforms
     return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
 
 

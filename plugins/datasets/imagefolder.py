@@ -24,15 +24,17 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torchvision import datasets, transforms
 
 from robustft.contracts import DatasetPlugin
 from robustft.errors import BadInputError, UserError
 from robustft.hookspecs import hookimpl
 from robustft.norms import Norm
+
+if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
+    from torchvision import transforms
 
 SMALL_EPS = {Norm.LINF: Fraction(8, 255), Norm.L2: Fraction(1, 2), Norm.L1: Fraction(12)}
 LARGE_EPS = {Norm.LINF: Fraction(4, 255), Norm.L2: Fraction(2), Norm.L1: Fraction(255)}
@@ -40,23 +42,24 @@ LARGE_FROM = 128
 TEST_ORDER_SEED = 0
 
 
-class _FixedClasses(datasets.ImageFolder):
+def _fixed_classes(root: str, class_to_idx: dict[str, int], transform: Any) -> Any:
     """An ImageFolder whose class indices come from the training folder, not from its own subfolders."""
+    from torchvision import datasets
 
-    def __init__(self, root: str, class_to_idx: dict[str, int], transform: Any) -> None:
-        self._given = class_to_idx
-        super().__init__(root, transform=transform, allow_empty=True)  # a test folder may lack classes
+    class FixedClasses(datasets.ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            present = sorted(p.name for p in Path(directory).iterdir() if p.is_dir())
+            unknown = [c for c in present if c not in class_to_idx]
+            if unknown:
+                raise UserError(f"The test folder {directory!r} has class {unknown[0]!r}, which the training folder lacks.")
+            return sorted(class_to_idx, key=class_to_idx.get), class_to_idx
 
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        present = sorted(p.name for p in Path(directory).iterdir() if p.is_dir())
-        unknown = [c for c in present if c not in self._given]
-        if unknown:
-            raise UserError(f"The test folder {directory!r} has class {unknown[0]!r}, which the training folder lacks.")
-        return sorted(self._given, key=self._given.get), self._given
+    return FixedClasses(root, transform=transform, allow_empty=True)  # a test folder may lack classes
 
 
 def to_float_tensor() -> transforms.ToTensor:
     """PIL image (RGB, as ImageFolder loads it) -> float tensor C x H x W in [0, 1]."""
+    from torchvision import transforms
     return transforms.ToTensor()
 
 
@@ -110,9 +113,11 @@ class ImageFolderData(DatasetPlugin):
         return self.input_shape[1]
 
     def eval_transform(self) -> transforms.Compose:
+        from torchvision import transforms
         return transforms.Compose([transforms.Resize(self.size), transforms.CenterCrop(self.size), to_float_tensor()])
 
     def train_transform(self) -> transforms.Compose:
+        from torchvision import transforms
         flip = transforms.RandomHorizontalFlip()
         if self.size >= LARGE_FROM:
             return transforms.Compose([transforms.RandomResizedCrop(self.size), flip, to_float_tensor()])
@@ -125,7 +130,7 @@ class ImageFolderData(DatasetPlugin):
             self._root = self.locate()
             self._classes = self._find_classes()
         folder = self._root / split
-        data = _FixedClasses(str(folder), self._classes, transform)
+        data = _fixed_classes(str(folder), self._classes, transform)
         if len(data) == 0:
             raise UserError(f"The {self.label} {str(folder)!r} holds no images in its class subfolders.")
         return data

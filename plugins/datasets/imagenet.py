@@ -14,15 +14,19 @@ set is evaluated in a fixed pseudo-random order (see :mod:`robustft_plugins.data
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 from typing import Any
 
-from torchvision import transforms
 
 from robustft.contracts import DatasetPlugin
 from robustft.data import data_root
 from robustft.errors import UserError
 from robustft.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
+    from torchvision import transforms
 from robustft_plugins.datasets.imagefolder import LARGE_EPS, ImageFolderData, to_float_tensor
 
 SIZE, RESIZE = 224, 256
@@ -62,9 +66,11 @@ class ImageNet(ImageFolderData):
         return root
 
     def eval_transform(self) -> transforms.Compose:
+        from torchvision import transforms
         return transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(SIZE), to_float_tensor()])
 
     def train_transform(self) -> transforms.Compose:
+        from torchvision import transforms
         return transforms.Compose([transforms.RandomResizedCrop(SIZE), transforms.RandomHorizontalFlip(), to_float_tensor()])
 
 
