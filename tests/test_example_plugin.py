@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -15,9 +16,11 @@ from helpers import REPO, run_cli, with_path
 def installed_example(tmp_path_factory):
     """pip-install examples/robustft-myscheme into a folder (offline: no index, no build isolation)."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "robustft-myscheme"  # setuptools builds in-tree: keep the repo clean
+    shutil.copytree(REPO / "examples" / "robustft-myscheme", source)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-         "--target", str(target), str(REPO / "examples" / "robustft-myscheme")],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, text=True,
     )
     assert list(target.glob("robustft_myscheme-*.dist-info"))
