@@ -56,6 +56,15 @@ ArchOption = Annotated[Optional[str], typer.Option(help="Architecture of a file:
 DataDirOption = Annotated[Optional[str], typer.Option(help="Folder holding the data set's files.")]
 ImageSizeOption = Annotated[Optional[int], typer.Option(help="Image size for image folders.")]
 DownloadOption = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Allow downloading missing weights and data.")]
+ModelOption = Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")]
+DatasetOption = Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")]
+LrStepOption = Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default 1).")]
+WeightDecayOption = Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")]
+MomentumOption = Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")]
+AttackOption = Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")]
+AttackStepsOption = Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")]
+TradesBetaOption = Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")]
+NTrainOption = Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
 
 
@@ -88,27 +97,27 @@ def _options(items: list[str] | None) -> dict[str, str] | None:
 
 @app.command()
 def finetune(
-    model: Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")] = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
     scheme: Annotated[Optional[str], typer.Option(help="Training scheme (default e-at); see 'robustft list schemes'.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 3).")] = None,
     norms: Annotated[Optional[str], typer.Option(help="Training norms, e.g. 1,inf (default: the scheme's).")] = None,
     eps: EpsOption = None,
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate, divided by 10 every --lr-step epochs.")] = None,
-    lr_step: Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default 1).")] = None,
+    lr_step: LrStepOption = None,
     lr_schedule: Annotated[Optional[str], typer.Option(help="step (fine-tuning, default), piecewise or cyclic (from scratch).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 128).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")] = None,
-    attack: Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")] = None,
-    attack_steps: Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")] = None,
+    weight_decay: WeightDecayOption = None,
+    momentum: MomentumOption = None,
+    attack: AttackOption = None,
+    attack_steps: AttackStepsOption = None,
     outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades (TRADES-XENT) at the adversarial points.")] = None,
-    trades_beta: Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")] = None,
+    trades_beta: TradesBetaOption = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE, repeatable.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
     device: DeviceOption = None,
     out: Annotated[Optional[str], typer.Option(help="Run folder (default runs/<timestamp>-<model>-<scheme>).")] = None,
-    n_train: Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")] = None,
+    n_train: NTrainOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0 on CPU, up to 4 on CUDA).")] = None,
     model_dir: ModelDirOption = None,
     checkpoint: CheckpointOption = None,
@@ -218,23 +227,23 @@ def compare(
     schemes: Annotated[str, typer.Option(help="Schemes to compare, comma-separated: e-at,ramp,max,msd,sat,avg.")],
     seeds: Annotated[int, typer.Option(help="Seeds per scheme (--seed, --seed + 1, ...).")] = 3,
     out: Annotated[Optional[str], typer.Option(help="Comparison folder (default runs/compare-<timestamp>); rerun with it to continue.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")] = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default 3).")] = None,
     eps: EpsOption = None,
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate.")] = None,
-    lr_step: Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default 1).")] = None,
+    lr_step: LrStepOption = None,
     lr_schedule: Annotated[Optional[str], typer.Option(help="step (default), piecewise or cyclic.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (default 128).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")] = None,
-    attack: Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")] = None,
-    attack_steps: Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")] = None,
+    weight_decay: WeightDecayOption = None,
+    momentum: MomentumOption = None,
+    attack: AttackOption = None,
+    attack_steps: AttackStepsOption = None,
     outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades.")] = None,
-    trades_beta: Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")] = None,
+    trades_beta: TradesBetaOption = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE for every scheme that has it, repeatable.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="First seed (default 0).")] = None,
-    n_train: Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")] = None,
+    n_train: NTrainOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0).")] = None,
     model_dir: ModelDirOption = None,
     checkpoint: CheckpointOption = None,
