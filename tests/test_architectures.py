@@ -113,10 +113,10 @@ class TinyData(DatasetPlugin):
     default_eps = {Norm.LINF: Fraction(1, 10)}
 
     def train(self, *, augment=True):
-        raise NotImplementedError
+        raise AssertionError("the architecture tests never read data")
 
     def test(self):
-        raise NotImplementedError
+        raise AssertionError("the architecture tests never read data")
 
 
 def test_scratch_zoo_sizes_the_model_for_the_data_set_and_is_seeded():
