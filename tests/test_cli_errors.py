@@ -1,10 +1,15 @@
-"""Every user error: one sentence on stderr, a non-zero exit (2 for bad input), never a traceback."""
+"""Every user error: one sentence on stderr, a non-zero exit (2 for bad input), never a traceback.
+
+The CLI runs in-process here (the same ``main`` the script calls); the subprocess path is exercised by
+the plugin, geometry and end-to-end tests."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from helpers import run_cli
+from helpers import cli_in_process
 
 
 def assert_one_sentence(result, code: int | None = 2) -> str:
@@ -30,7 +35,8 @@ def assert_one_sentence(result, code: int | None = 2) -> str:
         (["eval", "--model", "digits-cnn-linf", "--suite", "e-att"], "'e-at'"),
     ],
 )
-def test_unknown_names_suggest_the_closest(args, suggestion):
+def test_unknown_names_suggest_the_closest(args, suggestion, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     line = assert_one_sentence(run_cli(*args))
     assert "did you mean" in line and suggestion in line
 
@@ -52,11 +58,13 @@ def test_unknown_names_suggest_the_closest(args, suggestion):
         ["finetune", "--epochs", "0"],
     ],
 )
-def test_malformed_input_exits_2(args):
+def test_malformed_input_exits_2(args, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     assert_one_sentence(run_cli(*args))
 
 
-def test_robustbench_alias_offline_says_what_to_download(tmp_path):
+def test_robustbench_alias_offline_says_what_to_download(tmp_path, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     """The alias resolves to RobustBench's CIFAR-10 model; offline, pre-flight stops at the first missing
     piece (here the CIFAR-10 files) with where to put it. tests/test_zoos.py covers the checkpoint."""
     result = run_cli("finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3", env={"ROBUSTFT_CACHE": str(tmp_path)})
@@ -64,12 +72,14 @@ def test_robustbench_alias_offline_says_what_to_download(tmp_path):
     assert "CIFAR-10" in line and str(tmp_path / "data") in line and "--download" in line
 
 
-def test_missing_config_file(tmp_path):
+def test_missing_config_file(tmp_path, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     line = assert_one_sentence(run_cli("finetune", "--config", str(tmp_path / "nope.toml")), code=None)
     assert "nope.toml" in line
 
 
-def test_malformed_config_file(tmp_path):
+def test_malformed_config_file(tmp_path, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = [\n")
     assert_one_sentence(run_cli("finetune", "--config", str(bad)))
@@ -78,14 +88,16 @@ def test_malformed_config_file(tmp_path):
     assert "did you mean 'epochs'" in assert_one_sentence(run_cli("finetune", "--config", str(unknown)))
 
 
-def test_missing_run_and_no_latest_run(tmp_path):
+def test_missing_run_and_no_latest_run(tmp_path, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     line = assert_one_sentence(run_cli("eval", "--run", str(tmp_path / "missing")), code=None)
     assert "missing" in line
     line = assert_one_sentence(run_cli("eval", env={"ROBUSTFT_RUNS_DIR": str(tmp_path / "empty")}), code=None)
     assert "robustft finetune" in line
 
 
-def test_damaged_and_malicious_weights_are_refused(tmp_path):
+def test_damaged_and_malicious_weights_are_refused(tmp_path, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
     """A run whose final weights are damaged, or a pickle that would run code, ends in one sentence."""
     import json
 
