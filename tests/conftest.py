@@ -43,3 +43,15 @@ def base_model():
 
     model, info = load_model("digits-cnn-linf", registries(), torch.device("cpu"))
     return model
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: OpenMP workers spinning on a busy 2-core machine
+    make them several times slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

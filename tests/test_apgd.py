@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -19,14 +18,7 @@ from robustft.norms import Norm
 from robustft_plugins.attacks.apgd import APGD, APGDFactory, dlr_loss, dlr_targeted_loss, register_attacks
 
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and OpenMP workers spinning on a busy 2-core machine made
-    this module several times slower; restore the setting for the other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: Radii on 8x8 digits in [0, 1] where a clean MLP loses roughly half of its accuracy.

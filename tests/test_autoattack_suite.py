@@ -19,12 +19,7 @@ from robustft_plugins.suites.eat_protocol import EATProtocol
 TOLERANCE = 0.10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_suite_identity_and_registration() -> None:

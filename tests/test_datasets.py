@@ -21,12 +21,7 @@ from robustft_plugins.datasets.imagenet import ImageNet
 from robustft_plugins.datasets.mnist import Mnist
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_cifar(root: Path, *, classes: int = 10, per_batch: int = 4, n_test: int = 6, seed: int = 0) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 from typing import Any
 
@@ -19,14 +18,7 @@ from robustft_plugins.attacks.apgd import APGD, APGDFactory
 from robustft_plugins.suites.eat_protocol import EATProtocol, register_suites
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and OpenMP workers spinning on a busy 2-core machine made
-    this module several times slower; restore the setting for the other modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class StandInRegistry:

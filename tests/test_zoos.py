@@ -22,12 +22,7 @@ SMALL_RB_MODEL = "Sehwag2021Proxy_R18"  # a ResNet-18 in RobustBench's CIFAR-10 
 SMALL_RB = f"cifar10/Linf/{SMALL_RB_MODEL}"  # qualified: the name exists in both threat models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
