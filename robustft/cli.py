@@ -7,6 +7,7 @@ sentence and a non-zero exit code (2 for a malformed or unknown input), never a 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from enum import Enum
@@ -153,6 +154,10 @@ def finetune(
         workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
         image_size=image_size, extra_data=extra_data, download=download,
     )
+    from robustft.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 alone reports
+        return
     if json_output:
         print_json(result.as_dict())
     else:
@@ -415,7 +420,8 @@ def _setup_output() -> None:
 
     logger = logging.getLogger("robustft")
     logger.handlers[:] = [ConsoleHandler()]
-    logger.setLevel(logging.INFO)
+    # Under torchrun rank 0 reports; the other ranks would repeat its messages, so they print errors only.
+    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") in ("", "0") else logging.ERROR)
     logger.propagate = True  # our handler prints; the root has none unless an embedding application adds one
 
 
@@ -430,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         get_host().call_commands(app)
         app(args=argv, prog_name="robustft", standalone_mode=False)
     except UserError as exc:
-        stderr_console().print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") not in ("", "0") else ""
+        stderr_console().print(f"[red]error{where}:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

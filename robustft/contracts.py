@@ -171,6 +171,28 @@ class TrainContext(abc.ABC):
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """A fresh optimizer with the run's settings for another model (RAMP's clean copy, say)."""
 
+    # Distributed runs (torchrun, docs/distributed.md). In one process all three are identities, so a
+    # scheme that uses them runs unchanged there; a scheme that ignores them still trains under torchrun,
+    # but its statistics and random choices are then each process's own.
+
+    def reduce_sum(self, tensor: Tensor) -> Tensor:
+        """``tensor`` summed over the processes of a distributed run (a copy in one process).
+
+        Schemes sum their per-batch statistics with it (robust errors, counts) so that every process
+        keeps the global ones and makes the same choice from them (E-AT's norm draw, say).
+        """
+        return tensor.clone()
+
+    def attack_view(self, model: nn.Module) -> nn.Module:
+        """The module to attack for the ``model`` :meth:`Scheme.loss` received: without the
+        DistributedDataParallel wrapper, whose gradient hooks attacks must not fire."""
+        return model
+
+    def distribute(self, module: nn.Module) -> nn.Module:
+        """``module`` wrapped so that its updates average gradients over the processes (DDP), for a
+        second model a scheme trains itself (RAMP's natural copy); ``module`` itself in one process."""
+        return module
+
 
 class Scheme(abc.ABC):
     """A training scheme: the loss of one batch, and optionally what happens around each epoch.

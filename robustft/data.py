@@ -21,6 +21,7 @@ File formats for ``--extra-data``:
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import pickle
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 
 from robustft.contracts import DatasetPlugin
-from robustft.errors import UserError
+from robustft.errors import BadInputError, UserError
 
 if TYPE_CHECKING:
     from robustft.config import FinetuneConfig
@@ -182,6 +183,11 @@ class HalfExtraBatches(torch.utils.data.Sampler[list[int]]):
     def __len__(self) -> int:
         return math.ceil(self.n_real / self.real_per_batch)
 
+    def last_batch_size(self) -> int:
+        """The size of an epoch's final batch (the short one, when the real points do not divide evenly)."""
+        real = self.n_real - (len(self) - 1) * self.real_per_batch
+        return real + (self.extra_per_batch if real == self.real_per_batch else min(real, self.extra_per_batch))
+
     def _next_extra(self, count: int) -> list[int]:
         taken: list[int] = []
         while len(taken) < count:
@@ -202,30 +208,43 @@ class HalfExtraBatches(torch.utils.data.Sampler[list[int]]):
 
 
 def make_train_loader(
-    dataset: DatasetPlugin, config: FinetuneConfig, generator: torch.Generator, device: torch.device
+    dataset: DatasetPlugin,
+    config: FinetuneConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.utils.data.DataLoader:
     """Shuffled batches of the training split (optionally only its first ``n_train`` points).
 
     When the data set offers extra data (``dataset.extra()`` returns a data set, from ``--extra-data``),
-    every batch is half real, half extra; otherwise batches are plain shuffled real data.
+    every batch is half real, half extra; otherwise batches are plain shuffled real data. With
+    ``world > 1`` (under torchrun, see :func:`robustft.distributed.make_distributed_loader`) the loader
+    yields rank ``rank``'s slice of each of those global batches; ``generator`` must then be seeded
+    identically on every rank.
     """
+    from robustft import distributed
+
     train_set = dataset.train(augment=True)
     if config.n_train is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(config.n_train, len(train_set))))
     extra_fn = getattr(dataset, "extra", None)
     extra = extra_fn() if callable(extra_fn) else None
+    common: dict[str, Any] = {"num_workers": config.workers, "pin_memory": device.type == "cuda"}
+    if world > 1 and config.workers:
+        common["worker_init_fn"] = functools.partial(distributed.seed_worker, rank)
     if extra is None:
-        return torch.utils.data.DataLoader(
-            train_set,
-            batch_size=config.batch_size,
-            shuffle=True,
-            generator=generator,
-            num_workers=config.workers,
-            pin_memory=device.type == "cuda",
-        )
-    return torch.utils.data.DataLoader(
-        torch.utils.data.ConcatDataset([train_set, extra]),
-        batch_sampler=HalfExtraBatches(len(train_set), len(extra), config.batch_size, generator),
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-    )
+        if world == 1:
+            return torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator, **common)
+        sampler = distributed.ShardedBatchSampler(len(train_set), config.batch_size, rank=rank, world=world, generator=generator)
+        # The loader draws its workers' base seed from the generator before the sampler's permutation, as
+        # the single-process loader does; sharing the generator keeps the two sequences in step.
+        return torch.utils.data.DataLoader(train_set, batch_sampler=sampler, generator=generator, **common)
+    halves = HalfExtraBatches(len(train_set), len(extra), config.batch_size, generator)
+    batches: torch.utils.data.Sampler[list[int]] = halves
+    if world > 1:
+        if config.batch_size < world:
+            raise BadInputError(f"--batch-size {config.batch_size} is the global batch: it must be at least the {world} processes.")
+        batches = distributed.RankSlices(halves, rank=rank, world=world, last_batch_size=halves.last_batch_size())
+    return torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([train_set, extra]), batch_sampler=batches, **common)

@@ -39,16 +39,21 @@ T = TypeVar("T")
 __all__ = [
     "ShardedBatchSampler",
     "all_reduce_sum",
+    "RankSlices",
     "barrier",
+    "broadcast_buffers",
     "broadcast_object",
+    "gather_object",
     "gather_tensor",
     "init_from_env",
     "is_distributed",
     "is_main",
     "local_device",
+    "local_module",
     "local_rank",
     "make_distributed_loader",
     "rank",
+    "seed_worker",
     "shard_round_robin",
     "shutdown",
     "unwrap",
@@ -216,6 +221,18 @@ def gather_tensor(tensor: Tensor, dst: int | None = 0) -> Tensor | None:
     return torch.cat([p[:n] for p, n in zip(pieces, sizes)]).to(tensor.device)
 
 
+def gather_object(obj: T) -> list[T]:
+    """Every process's ``obj`` in rank order, on every process (``[obj]`` in one process).
+
+    For small picklable things gathered once in a while (the RNG states of a checkpoint), not per step.
+    """
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 # ------------------------------------------------------------------------------------------- training
 
 
@@ -231,6 +248,33 @@ def wrap_model(model: nn.Module, device: torch.device, **ddp_options: Any) -> nn
 
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, **ddp_options)
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm's running statistics) into every rank's ``module``, in place.
+
+    One broadcast per dtype. The engine calls it before each training step, so that the attacks, which
+    run in eval mode on the unwrapped model, use the same statistics on every rank (DDP's own buffer
+    broadcast happens only inside its forward pass, after the attacks).
+    """
+    if not is_distributed():
+        return
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for buffer in module.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    with torch.no_grad():
+        for buffers in by_dtype.values():
+            flat = torch.cat([b.detach().reshape(-1) for b in buffers]).to(_backend_device(buffers[0]))
+            dist.broadcast(flat, src=src)
+            offset = 0
+            for b in buffers:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+
+
+def local_module(model: nn.Module) -> nn.Module:
+    """``model`` without its DistributedDataParallel wrapper (a ``torch.compile`` wrapper stays)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -270,6 +314,41 @@ class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield batch.tensor_split(self.world)[self.rank].tolist()
 
 
+class RankSlices(torch.utils.data.Sampler[list[int]]):
+    """This rank's slice of each global batch of another batch sampler (the half-real, half-extra one, say).
+
+    ``batches`` must yield the same batches on every rank (its generator seeded identically); each is cut
+    into ``world`` near-equal contiguous pieces and the ``rank``-th is yielded. A global batch with fewer
+    points than ranks is skipped on every rank; ``last_batch_size`` (the size of ``batches``' final batch)
+    lets :meth:`__len__` count it out without drawing anything.
+    """
+
+    def __init__(self, batches: torch.utils.data.Sampler[list[int]], *, rank: int, world: int, last_batch_size: int) -> None:
+        self.batches, self.rank, self.world, self.last_batch_size = batches, rank, world, last_batch_size
+
+    def __len__(self) -> int:
+        return len(self.batches) - (1 if 0 < self.last_batch_size < self.world else 0)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            if len(batch) >= self.world:
+                yield torch.tensor(batch).tensor_split(self.world)[self.rank].tolist()
+
+
+def seed_worker(rank: int, worker_id: int) -> None:
+    """``worker_init_fn`` of rank ``rank``'s loader: offset the worker's seeds so ranks augment independently.
+
+    Every rank shares the loader generator (it must, to draw the same global batches), so without this
+    the workers of all ranks would draw the same crops and flips. Rank 0 keeps the single-process seeds.
+    """
+    if rank:
+        import random
+
+        seed = (torch.initial_seed() + 1_000_003 * rank) % 2**63
+        torch.manual_seed(seed)
+        random.seed(seed)
+
+
 def make_distributed_loader(
     dataset: DatasetPlugin, config: FinetuneConfig, generator: torch.Generator, device: torch.device
 ) -> torch.utils.data.DataLoader:
@@ -281,21 +360,7 @@ def make_distributed_loader(
     """
     from robustft.data import make_train_loader
 
-    if not is_distributed():
-        return make_train_loader(dataset, config, generator, device)
-    train_set: Any = dataset.train(augment=True)
-    if config.n_train is not None:
-        train_set = torch.utils.data.Subset(train_set, range(min(config.n_train, len(train_set))))
-    sampler = ShardedBatchSampler(len(train_set), config.batch_size, rank=rank(), world=world_size(), generator=generator)
-    return torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        # The loader draws its workers' base seed from the generator before the sampler's permutation, as
-        # the single-process loader does; sharing the generator keeps the two sequences in step.
-        generator=generator,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-    )
+    return make_train_loader(dataset, config, generator, device, rank=rank(), world=world_size())
 
 
 def shard_round_robin(items: Sequence[T]) -> list[T]:

@@ -37,9 +37,9 @@ import torch
 from torch import Tensor, nn
 
 import robustft
+from robustft import distributed
 from robustft.config import OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
-from robustft.data import make_train_loader
 from robustft.errors import BadInputError, UserError
 from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
 from robustft.losses import outer_loss
@@ -106,8 +106,11 @@ class EngineContext(TrainContext):
         config: FinetuneConfig | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         attack_plugin: str | None = None,
+        update_model: nn.Module | None = None,
     ) -> None:
         self.model = model
+        #: What Scheme.loss receives: ``model``, or under torchrun the DDP wrapper around it.
+        self.update_model = model if update_model is None else update_model
         self.device = device
         self.eps = dict(eps)
         self.epochs = epochs
@@ -134,7 +137,7 @@ class EngineContext(TrainContext):
         return self._attacks[norm]
 
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
-        model = self.model if model is None else model
+        model = self.model if model is None else self.attack_view(model)
         attack = self.training_attack(norm)
         was_training = model.training
         model.eval()  # BatchNorm statistics stay frozen while attacking
@@ -164,6 +167,16 @@ class EngineContext(TrainContext):
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
         return torch.optim.SGD(model.parameters(), lr=float(c.lr or 0.05), momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def reduce_sum(self, tensor: Tensor) -> Tensor:
+        return distributed.all_reduce_sum(tensor)
+
+    def attack_view(self, model: nn.Module) -> nn.Module:
+        # The engine's own wrapper maps back to the (possibly compiled) module it wraps.
+        return self.model if model is self.update_model else distributed.local_module(model)
+
+    def distribute(self, module: nn.Module) -> nn.Module:
+        return distributed.wrap_model(module, self.device)
 
 
 @dataclass
@@ -347,7 +360,7 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         if norm not in attack_factory.norms:
             raise BadInputError(f"Attack {attack_factory.name!r} does not support norm {norm}.")
     scheme = scheme_cls(norms, **config.options)
-    device = select_device(config.device)
+    device = distributed.local_device(select_device(config.device))
     check_device(device)
     config = dataclasses.replace(
         config,
@@ -357,14 +370,16 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         lr=config.lr or info.finetune_lr or 0.05,
     )
     if run_dir is None:
-        run_dir = plan_run_dir(info.name, scheme_cls.name, config.out)
-    check_writable(run_dir)
-    check_free_space(run_dir)
+        # Under torchrun rank 0 names the folder (it may hold a timestamp) and tells the others.
+        run_dir = distributed.broadcast_object(plan_run_dir(info.name, scheme_cls.name, config.out) if distributed.is_main() else None)
+    if distributed.is_main():  # the only process that writes there
+        check_writable(run_dir)
+        check_free_space(run_dir)
 
     performance = Performance.resolve(config, device)
     data_rng = torch.Generator().manual_seed(config.seed)
     try:
-        loader = make_train_loader(dataset, dataclasses.replace(config, workers=performance.workers), data_rng, device)
+        loader = distributed.make_distributed_loader(dataset, dataclasses.replace(config, workers=performance.workers), data_rng, device)
         batches = len(loader)
     except UserError:
         raise
@@ -379,9 +394,14 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     torch.manual_seed(config.seed)
     model = _load_model(zoo, info, registries, device, dataset, config.model_options())
     _probe_model(model, dataset, info, device)
-    # A checkpoint holds the weights and the optimizer's momentum; two mid-epoch ones are kept besides
-    # the epoch checkpoints, so ask for room for a few of them at least.
-    check_free_space(run_dir, 64 * 2**20 + 6 * _model_bytes(model))
+    if distributed.rank() > 0:
+        # Each rank augments its own slice of the batch: give it its own stream (rank 0 keeps the
+        # single-process one). DDP copies rank 0's weights to every rank, whatever the seed.
+        torch.manual_seed(config.seed + 1_000_003 * distributed.rank())
+    if distributed.is_main():
+        # A checkpoint holds the weights and the optimizer's momentum; two mid-epoch ones are kept besides
+        # the epoch checkpoints, so ask for room for a few of them at least.
+        check_free_space(run_dir, 64 * 2**20 + 6 * _model_bytes(model))
     return Plan(config, scheme_cls, scheme, attack_factory, attack_plugin, zoo, info, dataset, norms,
                 {n: eps[n] for n in norms}, device, run_dir, model, loader, data_rng, performance)
 
@@ -542,11 +562,21 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(plan.device)
         if perf.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        # The compiled module shares the parameters; checkpoints keep using the plain one's state dict.
-        self.train_model: nn.Module = torch.compile(self.model) if perf.compile else self.model
+        # Attacks use ``attack_model``; the update runs through ``train_model``, which under torchrun is
+        # the DistributedDataParallel wrapper (it averages gradients over the ranks). Compiled modules
+        # share the parameters; checkpoints keep using the plain module's state dict.
+        # The engine broadcasts rank 0's buffers at the start of every step (before the attacks), so DDP's
+        # own broadcast at each forward pass would only repeat it.
+        update = distributed.wrap_model(self.model, plan.device, broadcast_buffers=False)
+        if perf.compile:
+            self.attack_model: nn.Module = torch.compile(self.model)
+            self.train_model: nn.Module = self.attack_model if update is self.model else torch.compile(update)
+        else:
+            self.attack_model, self.train_model = self.model, update
         self.scaler = torch.amp.GradScaler(plan.device.type) if perf.amp == "fp16" else None
         self.ctx = EngineContext(
-            model=self.train_model,
+            model=self.attack_model,
+            update_model=self.train_model,
             device=plan.device,
             eps={n: float(plan.eps[n]) for n in plan.norms},
             attack_factory=plan.attack_factory,
@@ -569,6 +599,8 @@ class Trainer:
         self.data_epoch_start = self.data_rng.get_state()
         self.last_checkpoint: Path | None = None
         self.stop = StopRequest()
+        self.stop_agreed = False  # under torchrun: some rank had a stop request at the last step
+        self.main = distributed.is_main()
 
     # -------------------------------------------------------------------------------- checkpoints
 
@@ -592,19 +624,35 @@ class Trainer:
         self.data_epoch_start = self.data_rng.get_state()
         if batch == 0:  # at an epoch boundary: everything can be restored now
             self._restore_scheme_and_rngs(state)
-        _trim_metrics(self.metrics_path, epoch, batch)
-        append_jsonl(self.metrics_path, {"kind": "resume", "epoch": epoch + 1, "batch": batch, "checkpoint": path.name})
+        if self.main:
+            _trim_metrics(self.metrics_path, epoch, batch)
+            append_jsonl(self.metrics_path, {"kind": "resume", "epoch": epoch + 1, "batch": batch, "checkpoint": path.name})
 
     def _restore_scheme_and_rngs(self, state: Mapping[str, Any]) -> None:
         self.scheme.load_state_dict(state["scheme"])
         self.ctx.rng.set_state(state["rng"]["scheme"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.ctx.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.ctx.device)
+        rngs = state["rng"]
+        per_rank = state.get("rng_ranks")
+        if per_rank and len(per_rank) == distributed.world_size():
+            rngs = per_rank[distributed.rank()]  # the same number of processes: each continues its own streams
+        elif distributed.rank() > 0:
+            log.debug("Resumed with another number of processes: rank %d restarts its augmentation stream.", distributed.rank())
+            rngs = {"torch": torch.Generator().manual_seed(self.config.seed + 1_000_003 * distributed.rank()).get_state()}
+        torch.set_rng_state(rngs["torch"])
+        if "cuda" in rngs and self.ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(rngs["cuda"], self.ctx.device)
 
     def save_checkpoint(self, epoch: int, batch: int) -> Path:
-        """Checkpoint after ``batch`` batches of epoch ``epoch`` (0-based); ``batch == 0``: after ``epoch`` epochs."""
+        """Checkpoint after ``batch`` batches of epoch ``epoch`` (0-based); ``batch == 0``: after ``epoch`` epochs.
+
+        Every rank calls it (the ranks' RNG states are gathered); rank 0 alone writes.
+        """
         path = self.run_dir / "checkpoints" / checkpoint_name(epoch if batch == 0 else epoch + 1, batch)
+        rngs = _rng_states(self.ctx, self.data_epoch_start if batch else self.data_rng.get_state())
+        rng_ranks = distributed.gather_object(rngs) if distributed.is_distributed() else None
+        self.last_checkpoint = path
+        if not self.main:
+            return path
         save_torch(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -614,7 +662,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "lr": self.ctx.lr_at(epoch + batch / len(self.loader)),
                 "scheme": self.scheme.state_dict(),
-                "rng": _rng_states(self.ctx, self.data_epoch_start if batch else self.data_rng.get_state()),
+                "rng": rngs,
+                **({"rng_ranks": rng_ranks} if rng_ranks else {}),
                 "passes": self.ctx.passes.as_dict(),
                 "nan_batches": self.nan_batches,
                 "epoch_stats": dataclasses.asdict(self.stats),
@@ -623,7 +672,6 @@ class Trainer:
             },
             path,
         )
-        self.last_checkpoint = path
         self._prune()
         return path
 
@@ -640,7 +688,8 @@ class Trainer:
 
     def _fail(self, status: str) -> None:
         self.run_info.update(status=status, stopped=_dt.datetime.now().isoformat(timespec="seconds"))
-        write_run_info(self.run_dir, self.run_info)
+        if self.main:
+            write_run_info(self.run_dir, self.run_info)
 
     def _resume_hint(self) -> str:
         return f"robustft finetune --resume {self.run_dir}"
@@ -684,12 +733,14 @@ class Trainer:
             for group in optimizer.param_groups:  # every group: the reference code forgot its second one
                 group["lr"] = lr
             model.train()
+            distributed.broadcast_buffers(self.model)  # every rank attacks with rank 0's BatchNorm statistics
             # BatchNorm statistics move during the loss's forward passes; a skipped batch must not keep them.
             buffers = [b.detach().clone() for b in model.buffers()] if c.max_nan_batches else []
             with perf.autocast(device):  # the attacks run inside the scheme's loss, so they are covered too
                 loss, logs = self._checked_loss(scheme.loss(model, x, y, ctx))
             record: dict[str, Any] = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr}
-            if torch.isfinite(loss):
+            value, images, finite = self._global_loss(loss, x.shape[0])
+            if finite:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:  # fp16: scale the loss so small gradients survive, unscale before the step
                     scaler.scale(loss).backward()
@@ -700,9 +751,8 @@ class Trainer:
                     optimizer.step()
                 ctx.passes.update_forward += x.shape[0]
                 ctx.passes.update_backward += x.shape[0]
-                value = float(loss.detach())
-                self.stats.images += x.shape[0]
-                self.stats.loss_sum += value * x.shape[0]
+                self.stats.images += images
+                self.stats.loss_sum += value * images
                 record.update(loss=value, **logs)
             else:
                 self.nan_batches += 1
@@ -711,16 +761,17 @@ class Trainer:
                     kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
                     self._fail("failed")
                     raise TrainingError(
-                        f"The loss became {float(loss.detach())} at epoch {epoch + 1}, batch {ctx.batch + 1} "
+                        f"The loss became {value} at epoch {epoch + 1}, batch {ctx.batch + 1} "
                         f"(non-finite batches: {self.nan_batches}, --max-nan-batches {c.max_nan_batches}); {kept}."
                     )
                 with torch.no_grad():
                     for buffer, saved in zip(model.buffers(), buffers):
                         buffer.copy_(saved)
                 log.warning("Skipped batch %d of epoch %d: the loss was %s (no update; %d of %d allowed).",
-                            ctx.batch + 1, epoch + 1, float(loss.detach()), self.nan_batches, c.max_nan_batches)
+                            ctx.batch + 1, epoch + 1, value, self.nan_batches, c.max_nan_batches)
                 record.update(loss=None, skipped="non-finite loss", **logs)
-            append_jsonl(self.metrics_path, record)
+            if self.main:
+                append_jsonl(self.metrics_path, record)
             shown: dict[str, Any] = {"loss": self.stats.loss_sum / max(self.stats.images, 1)}
             shown.update({k.replace("rerr_", "rerr "): v for k, v in logs.items() if k.startswith("rerr_") and k != "rerr_batch"})
             self.progress.advance(shown)
@@ -729,10 +780,37 @@ class Trainer:
                 self.stats.seconds += time.perf_counter() - self._clock
                 self._clock = time.perf_counter()
                 self.save_checkpoint(epoch, ctx.batch)
-            if self.stop.signum is not None and ctx.batch < batches:  # at an epoch's end: see run()
+            if self._stop_requested(per_step=True) and ctx.batch < batches:  # at an epoch's end: see run()
                 self._interrupt(epoch)
 
         return step
+
+    def _global_loss(self, loss: Tensor, n: int) -> tuple[float, int, bool]:
+        """(mean loss, images, finite) of the step over all ranks; in one process, this process's own.
+
+        Under torchrun one all-reduce per step also carries the ranks' stop requests, so that every rank
+        skips a non-finite step, or stops, at the same batch (DDP needs every rank in every step).
+        """
+        value = float(loss.detach())  # the step's one host synchronisation (outside the attack loops)
+        finite = math.isfinite(value)
+        if not distributed.is_distributed():
+            return value, n, finite
+        totals = distributed.all_reduce_sum(
+            torch.tensor([value * n if finite else 0.0, float(n), 0.0 if finite else 1.0, float(self.stop.signum is not None)], dtype=torch.float64)
+        )
+        self.stop_agreed = bool(totals[3] > 0)
+        images = int(totals[1])
+        if totals[2] > 0:
+            return (value if not finite else math.nan), images, False
+        return float(totals[0]) / images, images, True
+
+    def _stop_requested(self, *, per_step: bool = False) -> bool:
+        """Whether to stop: a signal here, or, under torchrun, on any rank (then on every rank together)."""
+        if not distributed.is_distributed():
+            return self.stop.signum is not None
+        if per_step:
+            return self.stop_agreed  # agreed in this step's all-reduce
+        return bool(distributed.all_reduce_sum(torch.tensor([float(self.stop.signum is not None)])) > 0)
 
     def _checked_loss(self, out: Any) -> tuple[Tensor, dict[str, Any]]:
         """``(scalar loss tensor, dict of logs)`` from a scheme's ``loss``, or one sentence naming the plugin."""
@@ -765,7 +843,7 @@ class Trainer:
                 finally:
                     self.progress.stop()
                 result.epochs.append(self._end_epoch(epoch))
-                if self.stop.signum is not None and epoch + 1 < c.epochs:  # a signal in an epoch's last batch
+                if self._stop_requested() and epoch + 1 < c.epochs:  # a signal in an epoch's last batch
                     self._interrupt(epoch, epoch_done=True)
         finally:
             self.stop.restore()
@@ -774,6 +852,13 @@ class Trainer:
         ctx = self.ctx
         seconds = self.stats.seconds + time.perf_counter() - self._clock
         passes = {k: v - self.stats.passes_before.get(k, 0) for k, v in ctx.passes.as_dict().items()}
+        peak = _peak_memory_mib(ctx.device)
+        if distributed.is_distributed():  # every rank's passes; the slowest rank's time; the largest peak
+            summed = distributed.all_reduce_sum(torch.tensor(list(passes.values()), dtype=torch.int64))
+            passes = dict(zip(passes, (int(v) for v in summed)))
+            gathered = distributed.gather_tensor(torch.tensor([[seconds, peak or 0.0]], dtype=torch.float64), dst=None)
+            assert gathered is not None
+            seconds, peak = float(gathered[:, 0].max()), (float(gathered[:, 1].max()) or None)
         images = self.stats.images
         attack_passes = passes["attack_forward"] + passes["attack_backward"]
         summary = {
@@ -784,12 +869,15 @@ class Trainer:
             "images": images,
             "images_per_s": images / seconds if seconds > 0 else None,
             "attack_passes_per_s": attack_passes / seconds if seconds > 0 else None,
-            "peak_memory_mib": _peak_memory_mib(ctx.device),
+            "peak_memory_mib": peak,
             "nan_batches": self.stats.nan_batches,
             "passes": passes,
             **self.scheme.on_epoch_end(ctx),
         }
-        append_jsonl(self.metrics_path, summary)
+        if distributed.is_distributed():
+            summary["processes"] = distributed.world_size()
+        if self.main:
+            append_jsonl(self.metrics_path, summary)
         self.save_checkpoint(epoch + 1, 0)
         return summary
 
@@ -809,6 +897,10 @@ def finetune(
     ``scheme="e-at"``, ``epochs=3``, ``eps={"inf": "8/255"}``, ...); with ``config_file`` they override
     the file's values. ``resume`` continues the run in that folder from its last good checkpoint
     (options must then agree with its ``config.toml``, see :func:`resume_config`).
+
+    Under ``torchrun`` every process calls this: they join one process group, train with
+    DistributedDataParallel on slices of each global batch, and rank 0 alone writes the run folder and
+    reports progress (docs/distributed.md). A resumed run reads its folder on every rank.
     """
     progress = progress or ProgressReporter()
     registries = (host or get_host()).registries
@@ -826,15 +918,19 @@ def finetune(
     elif options:
         config = dataclasses.replace(config, **options)
 
+    distributed.init_from_env(distributed.local_device(select_device(config.device)))
+    main = distributed.is_main()
+    if not main:
+        progress = ProgressReporter()  # rank 0 reports for everyone
     plan = preflight(config, registries, run_dir)
     config = plan.config
-    if resume is None:
+    if resume is None and main:
         create_run_dir(plan.run_dir)
         atomic_write_text(
             plan.run_dir / "config.toml",
             dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
         )
-        run_info: dict[str, Any] = {
+    if resume is None:        run_info: dict[str, Any] = {
             "robustft_version": robustft.__version__,
             "base_model": config.model,
             "zoo": plan.zoo.name,
@@ -850,7 +946,10 @@ def finetune(
     else:
         run_info = {k: v for k, v in previous.items() if k != "stopped"}
     run_info["status"] = "running"
-    write_run_info(plan.run_dir, run_info)
+    if distributed.is_distributed():
+        run_info["processes"] = distributed.world_size()
+    if main:
+        write_run_info(plan.run_dir, run_info)
 
     trainer = Trainer(plan, registries, progress, run_info)
     result = RunResult(run_dir=plan.run_dir, weights=plan.run_dir / "model.pt", config=config)
@@ -863,12 +962,14 @@ def finetune(
         else:
             if list_checkpoints(plan.run_dir):
                 log.warning("No checkpoint of %s could be used; the run starts again from the beginning.", plan.run_dir)
-            _trim_metrics(trainer.metrics_path, 0, 0)
+            if main:
+                _trim_metrics(trainer.metrics_path, 0, 0)
     eps = plan.eps
     progress.message(
         f"Fine-tuning {plan.info.name} on {plan.dataset.name} with {plan.scheme_cls.name} "
         f"({', '.join(f'{n.label} {format_radius(eps[n])}' for n in plan.norms)}) for {config.epochs} epoch(s) on {plan.device} "
-        f"({plan.performance.describe()}); run folder {plan.run_dir}"
+        + (f"x {distributed.world_size()} processes " if distributed.is_distributed() else "")
+        + f"({plan.performance.describe()}); run folder {plan.run_dir}"
     )
     try:
         trainer.run(result)
@@ -880,10 +981,12 @@ def finetune(
             trainer._fail("failed")
         raise
 
-    save_torch({"format": "robustft-weights", "model": plan.model.state_dict()}, result.weights)
     run_info.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"))
-    write_run_info(plan.run_dir, run_info)
-    mark_latest(plan.run_dir)
+    if main:
+        save_torch({"format": "robustft-weights", "model": plan.model.state_dict()}, result.weights)
+        write_run_info(plan.run_dir, run_info)
+        mark_latest(plan.run_dir)
+    distributed.barrier()  # the others wait until the weights are written (a following command may read them)
     if result.epochs:
         last = result.epochs[-1]
         rate, passes, peak = last.get("images_per_s"), last.get("attack_passes_per_s"), last.get("peak_memory_mib")

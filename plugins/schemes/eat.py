@@ -17,7 +17,9 @@ attack iterate misclassified) over the batches attacked in p. Two variants of th
 * ``sampling=cumulative``: the authors' reference code, which never resets the averages; it draws
   uniformly until every norm has been drawn once in the whole run.
 
-When every running error is 0 the draw is uniform. ``e-at-uniform`` always draws uniformly ("E-AT unif."
+When every running error is 0 the draw is uniform. Under torchrun the errors are summed over the
+processes (``TrainContext.reduce_sum``) and the draw uses the scheme generator, seeded alike on every
+process, so all processes attack in the same norm at every step. ``e-at-uniform`` always draws uniformly ("E-AT unif."
 in Table 1 of the paper). Any set of norms may be given (``--norms 1,2,inf``); the loss is the
 cross-entropy at the adversarial point.
 """
@@ -80,10 +82,12 @@ class EAT(Scheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         norm = self.draw(ctx)
         attack = ctx.attack(norm, x, y)
-        self.errors[norm] += float(attack.success.float().sum())
-        self.counts[norm] += int(x.shape[0])
+        # Summed over the processes of a distributed run, so that every rank draws the next norm alike.
+        broken, attacked = ctx.reduce_sum(torch.tensor([float(attack.success.float().sum()), float(x.shape[0])], dtype=torch.float64)).tolist()
+        self.errors[norm] += broken
+        self.counts[norm] += int(attacked)
         loss = ctx.adversarial_loss(model, x, attack.x_adv, y).mean()
-        logs: dict[str, Any] = {"norm": norm.value, "rerr_batch": float(attack.success.float().mean())}
+        logs: dict[str, Any] = {"norm": norm.value, "rerr_batch": broken / attacked}
         for n, value in self.robust_errors().items():
             if value is not None:
                 logs[f"rerr_{n.value}"] = value

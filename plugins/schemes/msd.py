@@ -206,6 +206,7 @@ class MSD(Scheme):
     def attack(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> MSDResult:
         """Run MSD with the model in eval mode (BatchNorm frozen), restoring its mode after, and count the passes."""
         attack = MultiSteepestDescent(ctx.eps, ctx.attack_steps, norms=self.norms, travel=self.travel, l1_topk=self.l1_topk)
+        model = ctx.attack_view(model)  # not through DDP's gradient hooks
         was_training = model.training
         model.eval()
         try:
@@ -217,15 +218,18 @@ class MSD(Scheme):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         result = self.attack(model, x, y, ctx)
-        self.errors += float(result.success.float().sum())
-        self.count += int(x.shape[0])
-        for index, norm in enumerate(self.norms):
-            self.steps_taken[norm] += int(result.steps_taken[index])
+        # Statistics over every process of a distributed run (one reduction per batch).
+        local = [float(result.success.float().sum()), float(x.shape[0]), *(float(v) for v in result.steps_taken)]
+        broken, attacked, *steps = ctx.reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+        self.errors += broken
+        self.count += int(attacked)
+        for norm, taken in zip(self.norms, steps):
+            self.steps_taken[norm] += int(taken)
         loss = ctx.adversarial_loss(model, x, result.x_adv, y).mean()
-        total = max(int(result.steps_taken.sum()), 1)
-        logs: dict[str, Any] = {"rerr_batch": float(result.success.float().mean()), "rerr_union": self.errors / self.count}
-        for index, norm in enumerate(self.norms):
-            logs[f"step_{norm.value}"] = float(result.steps_taken[index]) / total
+        total = max(sum(steps), 1.0)
+        logs: dict[str, Any] = {"rerr_batch": broken / attacked, "rerr_union": self.errors / self.count}
+        for norm, taken in zip(self.norms, steps):
+            logs[f"step_{norm.value}"] = taken / total
         return loss, logs
 
     def on_epoch_end(self, ctx: TrainContext) -> dict[str, Any]:

@@ -47,9 +47,12 @@ class _RobustErrors:
         self.errors = {n: 0.0 for n in self.norms}
         self.counts = {n: 0 for n in self.norms}
 
-    def add(self, norm: Norm, attack: AttackResult) -> None:
-        self.errors[norm] += float(attack.success.float().sum())
-        self.counts[norm] += int(attack.success.numel())
+    def add(self, norm: Norm, attack: AttackResult, ctx: TrainContext) -> float:
+        """Count one attacked batch (over every process of a distributed run); return its robust error."""
+        broken, attacked = ctx.reduce_sum(torch.tensor([float(attack.success.float().sum()), float(attack.success.numel())], dtype=torch.float64)).tolist()
+        self.errors[norm] += broken
+        self.counts[norm] += int(attacked)
+        return broken / max(attacked, 1.0)
 
     def values(self) -> dict[Norm, float | None]:
         return {n: (self.errors[n] / self.counts[n] if self.counts[n] else None) for n in self.norms}
@@ -95,7 +98,7 @@ class _MultiNormScheme(Scheme):
         results = []
         for norm in self.norms:
             result = ctx.attack(norm, x, y)
-            self.rerr.add(norm, result)
+            self.rerr.add(norm, result, ctx)
             results.append(result)
         return results
 
@@ -118,9 +121,9 @@ class SAT(_MultiNormScheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         norm = self.draw(ctx)
         attack = ctx.attack(norm, x, y)
-        self.rerr.add(norm, attack)
+        batch_error = self.rerr.add(norm, attack, ctx)
         loss = ctx.adversarial_loss(model, x, attack.x_adv, y).mean()
-        return loss, {"norm": norm.value, "rerr_batch": float(attack.success.float().mean()), **self.rerr.logs()}
+        return loss, {"norm": norm.value, "rerr_batch": batch_error, **self.rerr.logs()}
 
 
 class AVG(_MultiNormScheme):
@@ -167,11 +170,11 @@ class MAX(_MultiNormScheme):
             stacked = torch.stack([a.x_adv for a in attacks])  # (norms, N, C, H, W)
             x_worst = stacked[winner, torch.arange(x.shape[0], device=x.device)]
             loss = ctx.adversarial_loss(model, x, x_worst, y).mean()
-        counts = torch.bincount(winner.flatten().cpu(), minlength=len(self.norms))
+        counts = ctx.reduce_sum(torch.bincount(winner.flatten().cpu(), minlength=len(self.norms)))  # over all processes
         logs: dict[str, Any] = dict(self.rerr.logs())
         for index, norm in enumerate(self.norms):
             self.wins[norm] += int(counts[index])
-            logs[f"win_{norm.value}"] = float(counts[index]) / x.shape[0]
+            logs[f"win_{norm.value}"] = float(counts[index]) / max(int(counts.sum()), 1)
         return loss, logs
 
     def on_epoch_end(self, ctx: TrainContext) -> dict[str, Any]:

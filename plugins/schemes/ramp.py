@@ -241,6 +241,7 @@ class RAMP(Scheme):
             self.key_pair = tuple(self.pair)  # type: ignore[assignment]
         self.probe_errors: dict[Norm, float] = {}
         self.clean_model: nn.Module | None = None
+        self.clean_update: nn.Module | None = None  # clean_model, or its DDP wrapper under torchrun
         self.clean_optimizer: torch.optim.Optimizer | None = None
         self._pending_optimizer_state: Mapping[str, Any] | None = None
         self._reset_epoch_stats()
@@ -276,17 +277,19 @@ class RAMP(Scheme):
         loss_max = worst.mean()
         gamma = logits_q.detach().argmax(dim=1) == y  # Alg. 1 line 6: still correct at x'_q
         loss_pair = pairing_loss(self.pairing, logits_q, logits_r, gamma)
-        n = x.shape[0]
-        self.points += n
-        self.success["q"] += float(attack_q.success.float().sum())
-        self.success["r"] += float(attack_r.success.float().sum())
-        self.qualifying += int(gamma.sum())
-        self.from_r += int(from_r.sum())
+        # Statistics over every process of a distributed run (one reduction per batch).
+        local = [float(x.shape[0]), float(attack_q.success.float().sum()), float(attack_r.success.float().sum()), float(gamma.sum()), float(from_r.sum())]
+        n, broken_q, broken_r, qualifying, worst_r = ctx.reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+        self.points += int(n)
+        self.success["q"] += broken_q
+        self.success["r"] += broken_r
+        self.qualifying += int(qualifying)
+        self.from_r += int(worst_r)
         logs: dict[str, Any] = {
             "pair": _format_pair(self.key_pair),
             "loss_max": float(loss_max.detach()),
             "loss_pair": float(loss_pair.detach()),
-            "qualifying": float(gamma.float().mean()),
+            "qualifying": qualifying / n,
             f"rerr_{q.value}": self.success["q"] / self.points,
             f"rerr_{r.value}": self.success["r"] / self.points,
         }
@@ -299,14 +302,14 @@ class RAMP(Scheme):
 
         Of the two, ``q`` (listed first) is the norm with the lower error; ties follow l-inf, l2, l1.
         """
-        errors = {n: 0.0 for n in self.norms}
-        count = 0
+        local = torch.zeros(len(self.norms) + 1, dtype=torch.float64)  # errors per norm, then the count
         for x, y in batches:
             x, y = x.to(ctx.device), y.to(ctx.device)
-            for norm in self.norms:
-                errors[norm] += float(ctx.attack(norm, x, y).success.float().sum())
-            count += x.shape[0]
-        self.probe_errors = {n: e / max(count, 1) for n, e in errors.items()}
+            for i, norm in enumerate(self.norms):
+                local[i] += float(ctx.attack(norm, x, y).success.float().sum())
+            local[-1] += x.shape[0]
+        *errors, count = ctx.reduce_sum(local).tolist()  # every process picks the same pair
+        self.probe_errors = {n: e / max(count, 1.0) for n, e in zip(self.norms, errors)}
         order = {n: i for i, n in enumerate(DISPLAY_ORDER)}
         weakest = sorted(self.norms, key=lambda n: (-self.probe_errors[n], order[n]))[:2]
         q, r = sorted(weakest, key=lambda n: (self.probe_errors[n], order[n]))
@@ -330,6 +333,8 @@ class RAMP(Scheme):
         """The natural-training copy, reset to ``start`` (Alg. 2 line 3); its optimizer persists."""
         if self.clean_model is None:
             self.clean_model = copy.deepcopy(ctx.model)
+            # Under torchrun the natural epoch averages its gradients over the processes too (DDP).
+            self.clean_update = ctx.distribute(self.clean_model)
             self.clean_optimizer = ctx.make_optimizer(self.clean_model)
             if self._pending_optimizer_state is not None:
                 self.clean_optimizer.load_state_dict(self._pending_optimizer_state)
@@ -362,7 +367,7 @@ class RAMP(Scheme):
         for i, (x, y) in enumerate(batches):
             # Both epochs see the same batches at the same point of the schedule.
             lr = ctx.lr_at(ctx.epoch + i / ctx.batches_per_epoch)
-            self._natural_step(ctx, natural, optimizer, x, y, lr)
+            self._natural_step(ctx, self.clean_update, optimizer, x, y, lr)
             step(x, y)
         new, self.gp_cosines = gradient_projection(start, snapshot(ctx.model), snapshot(natural), self.beta)
         ctx.model.load_state_dict(new)  # copies in place: the engine's optimizer keeps its parameters

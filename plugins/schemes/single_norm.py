@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -38,7 +39,8 @@ class LpAT(Scheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         (norm,) = self.norms
         attack = ctx.attack(norm, x, y)
-        return ctx.adversarial_loss(model, x, attack.x_adv, y).mean(), {"norm": norm.value, f"rerr_{norm.value}": float(attack.success.float().mean())}
+        broken, attacked = ctx.reduce_sum(torch.tensor([float(attack.success.float().sum()), float(x.shape[0])], dtype=torch.float64)).tolist()
+        return ctx.adversarial_loss(model, x, attack.x_adv, y).mean(), {"norm": norm.value, f"rerr_{norm.value}": broken / attacked}
 
 
 class _FixedNormAT(LpAT):
