@@ -279,6 +279,10 @@ def compare(
         workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
         image_size=image_size, download=download, device=device,
     )
+    from robustft.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 alone prints the table
+        return
     if json_output:
         print_json(report.as_dict())
     else:

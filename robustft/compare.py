@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from robustft import config as _config
+from robustft import distributed
 from robustft.config import FinetuneConfig, build_config
 from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.io import atomic_write_text
@@ -259,13 +260,19 @@ def compare(
             if norm not in radii:
                 raise BadInputError(f"Data set {dataset.name!r} has no default radius for norm {norm}: give --eps {norm}=RADIUS.")
         cls(cls.default_norms, **options)  # refuses bad option values now, not after hours of training
-    device = select_device(base_config.device)
-
+    device = distributed.local_device(select_device(base_config.device))
+    # Under torchrun every process trains and evaluates its share; rank 0 names the folder and writes.
+    distributed.init_from_env(device)
+    main = distributed.is_main()
+    if not main:
+        progress = ProgressReporter()
     root = Path(out) if out is not None else runs_dir() / f"compare-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"Output folder {str(root)!r} cannot be created ({exc.strerror}).") from None
+    root = distributed.broadcast_object(root)
+    if main:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Output folder {str(root)!r} cannot be created ({exc.strerror}).") from None
     seed_list = list(range(base_config.seed, base_config.seed + seeds))
     eval_settings = {
         "model": base_config.model,
@@ -282,7 +289,8 @@ def compare(
         "finetune": {k: v for k, v in base_config.to_toml_dict().items() if k not in _IRRELEVANT | {"scheme", "seed"}},
         "eval": eval_settings,
     }
-    atomic_write_text(root / "compare.json", json.dumps(settings, indent=2) + "\n")
+    if main:
+        atomic_write_text(root / "compare.json", json.dumps(settings, indent=2) + "\n")
     progress.message(f"Comparing {', '.join(settings['schemes'])} over seeds {seed_list} on {info.name}; folder {root}")
 
     def evaluate_once(model: Any, label: str, path: Path) -> dict[str, Any]:
@@ -294,7 +302,8 @@ def compare(
             model, dataset, eval_norms, radii, suite=suite_obj, registries=registries, n_ex=n_ex, steps=steps,
             batch_size=eval_batch_size, device=device, seed=0, name=label, progress=progress,
         ).as_dict()
-        atomic_write_text(path, json.dumps({"settings": eval_settings, "result": result}, indent=2) + "\n")
+        if main:
+            atomic_write_text(path, json.dumps({"settings": eval_settings, "result": result}, indent=2) + "\n")
         return result
 
     # Train first (the long part), then evaluate: a crash while evaluating keeps every finished run.
@@ -303,7 +312,9 @@ def compare(
         for seed in seed_list:
             config = dataclasses.replace(base_config, scheme=cls.name, seed=seed, options=dict(options))
             run_dir = root / f"{cls.name}-seed{seed}"
-            if _finished(run_dir):
+            finished, exists = _finished(run_dir), run_dir.exists()
+            distributed.barrier()  # every process has looked before rank 0 removes anything
+            if finished:
                 mismatch = _setting_mismatch(run_dir, config)
                 if mismatch is not None:
                     raise UserError(
@@ -311,9 +322,11 @@ def compare(
                     )
                 progress.message(f"Reusing the finished run {run_dir}")
             else:
-                if run_dir.exists():
+                if exists:
                     progress.message(f"Redoing the unfinished run {run_dir}")
-                    shutil.rmtree(run_dir)
+                    if main:
+                        shutil.rmtree(run_dir)
+                    distributed.barrier()
                 finetune(dataclasses.replace(config, out=str(run_dir)), host=host, progress=progress)
             run_dirs.setdefault(cls.name, []).append(run_dir)
 
