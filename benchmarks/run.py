@@ -86,6 +86,17 @@ def mark(ok: bool | None) -> str:
     return "" if ok is None else ("[green]met[/]" if ok else "[red]missed[/]")
 
 
+_TEXT_COLUMNS = ("workload", "norm", "scheme")
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table whose name columns are left-aligned and whose figures are right-aligned."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in _TEXT_COLUMNS else "right")
+    return table
+
+
 def render(results: dict[str, Any], console: Console) -> None:
     m = results["machine"]
     console.print(
@@ -94,9 +105,10 @@ def render(results: dict[str, Any], console: Console) -> None:
     )
     if "attacks" in results:
         seeds = results["attacks"][0].get("seeds", 1) if results["attacks"] else 1
-        t = Table(title=f"APGD-CE: robustft vs pyautoattack (same model, batch, steps, device; broken: sum over {seeds} seed(s))")
-        for col in ("workload", "norm", "batch", "steps", "ours s", "pyautoattack s", "ratio", "broken ours", "broken theirs", "target"):
-            t.add_column(col, justify="right" if col not in ("workload", "norm") else "left")
+        t = _table(
+            f"APGD-CE: robustft vs pyautoattack (same model, batch, steps, device; broken: sum over {seeds} seed(s))",
+            ("workload", "norm", "batch", "steps", "ours s", "pyautoattack s", "ratio", "broken ours", "broken theirs", "target"),
+        )
         for r in results["attacks"]:
             ok = r["time_ratio"] <= 1.0 and r["broken_ours"] >= r["broken_pyautoattack"] and r["outside_ball_ours"] == 0
             t.add_row(
@@ -106,9 +118,10 @@ def render(results: dict[str, Any], console: Console) -> None:
             )
         console.print(t)
     if "efficiency" in results:
-        t = Table(title="Adversarial-training efficiency: (k+1) x clean step / k-step l-inf AT step (target >= 0.9)")
-        for col in ("workload", "batch", "k", "clean step s", "AT step s", "efficiency", "target"):
-            t.add_column(col, justify="left" if col == "workload" else "right")
+        t = _table(
+            "Adversarial-training efficiency: (k+1) x clean step / k-step l-inf AT step (target >= 0.9)",
+            ("workload", "batch", "k", "clean step s", "AT step s", "efficiency", "target"),
+        )
         for r in results["efficiency"]:
             t.add_row(
                 r["workload"], str(r["batch"]), str(r["attack_steps"]), f"{r['seconds_clean_step']:.4f}",
@@ -116,9 +129,10 @@ def render(results: dict[str, Any], console: Console) -> None:
             )
         console.print(t)
     if "schemes" in results:
-        t = Table(title="One epoch per scheme (digits default), relative to single-norm AT (E-AT target: <= 1.05 of matched AT)")
-        for col in ("scheme", "seconds", "images", "vs linf-at", "vs matched lp-AT", "peak MiB", "peak - before MiB", "target"):
-            t.add_column(col, justify="left" if col == "scheme" else "right")
+        t = _table(
+            "One epoch per scheme (digits default), relative to single-norm AT (E-AT target: <= 1.05 of matched AT)",
+            ("scheme", "seconds", "images", "vs linf-at", "vs matched lp-AT", "peak MiB", "peak - before MiB", "target"),
+        )
         for r in results["schemes"]:
             if "error" in r:
                 t.add_row(r["scheme"], "[red]failed[/]", "", "", "", "", "", r["error"][:60])
@@ -132,9 +146,7 @@ def render(results: dict[str, Any], console: Console) -> None:
             )
         console.print(t)
     if "eval" in results:
-        t = Table(title="Evaluation throughput, E-AT protocol per norm (digits CNN)")
-        for col in ("norm", "points", "steps", "seconds", "images/s", "clean", "robust"):
-            t.add_column(col, justify="left" if col == "norm" else "right")
+        t = _table("Evaluation throughput, E-AT protocol per norm (digits CNN)", ("norm", "points", "steps", "seconds", "images/s", "clean", "robust"))
         for r in results["eval"]:
             t.add_row(
                 r["norm"], str(r["n"]), str(r["steps"]), f"{r['seconds']:.2f}", f"{r['images_per_s']:.1f}",
