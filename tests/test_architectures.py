@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import run_cli
+from helpers import cli_in_process
 from robustft.contracts import DatasetPlugin
 from robustft.errors import BadInputError, UnknownNameError
 from robustft.norms import Norm
@@ -138,10 +138,10 @@ def test_scratch_zoo_sizes_the_model_for_the_data_set_and_is_seeded():
         zoo.load(info, device=torch.device("cpu"), dataset=TinyData(), checkpoint="weights.pt")
 
 
-def test_cli_trains_digits_cnn_from_scratch(tmp_path: Path):
+def test_cli_trains_digits_cnn_from_scratch(tmp_path: Path, capsys, monkeypatch):
     out = tmp_path / "run"
-    result = run_cli(
-        "finetune", "--model", "scratch:digits-cnn", "--scheme", "sat", "--epochs", "1",
+    result = cli_in_process(
+        capsys, monkeypatch, "finetune", "--model", "scratch:digits-cnn", "--scheme", "sat", "--epochs", "1",
         "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out),
     )
     assert result.returncode == 0, result.stderr

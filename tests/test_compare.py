@@ -6,7 +6,7 @@ import json
 import statistics
 
 import pytest
-from helpers import run_cli
+from helpers import cli_in_process
 
 from robustft.compare import Stat, compare
 
@@ -20,9 +20,9 @@ def test_stat_is_mean_and_sample_std():
     assert Stat([0.7]).std == 0.0
 
 
-def test_unknown_scheme_fails_before_any_compute(tmp_path):
+def test_unknown_scheme_fails_before_any_compute(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
-    result = run_cli("compare", "--schemes", "e-at,rmap", "--seeds", "2", "--out", str(out))
+    result = cli_in_process(capsys, monkeypatch, "compare", "--schemes", "e-at,rmap", "--seeds", "2", "--out", str(out))
     assert result.returncode == 2
     assert "rmap" in result.stderr and "ramp" in result.stderr
     assert not out.exists()
@@ -37,7 +37,10 @@ def test_option_that_no_compared_scheme_has_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_table_json_and_resume(base_model, tmp_path):
+def test_compare_table_json_and_resume(base_model, tmp_path, capsys, monkeypatch):
+    def run_cli(*args: str):
+        return cli_in_process(capsys, monkeypatch, *args, env={"COLUMNS": "200"})
+
     out = tmp_path / "cmp"
     first = run_cli("compare", "--schemes", "lp-at,e-at", "--seeds", "2", "--out", str(out), "--quiet", *TINY)
     assert first.returncode == 0, first.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import run_cli
+from helpers import cli_in_process, run_cli
 
 
 @pytest.mark.slow
@@ -31,17 +31,17 @@ def test_embedded_default_shows_the_union_gain(tmp_path, base_model):
         assert sum(row["rejected_points"].values()) == 0
 
 
-def test_eval_table_has_both_rows_with_deltas(tmp_path, base_model):
-    assert run_cli("finetune", "--epochs", "1", "--n-train", "128", "--quiet").returncode == 0
-    result = run_cli("eval", "--n-ex", "30", "--steps", "5", "--quiet")
+def test_eval_table_has_both_rows_with_deltas(tmp_path, base_model, capsys, monkeypatch):
+    assert cli_in_process(capsys, monkeypatch, "finetune", "--epochs", "1", "--n-train", "128", "--quiet").returncode == 0
+    result = cli_in_process(capsys, monkeypatch, "eval", "--n-ex", "30", "--steps", "5", "--quiet", env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "digits-cnn-linf" in result.stdout and "+ e-at" in result.stdout
     assert "union" in result.stdout and "(+" in result.stdout or "(-" in result.stdout
     assert result.stderr.strip() == ""  # --quiet: nothing on stderr, the table on stdout
 
 
-def test_eval_single_model_json(base_model):
-    result = run_cli("eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "20", "--steps", "5", "--json", "--quiet")
+def test_eval_single_model_json(base_model, capsys, monkeypatch):
+    result = cli_in_process(capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "20", "--steps", "5", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)["results"]
     assert set(row["robust"]) == {"inf"} and row["n"] == 20 and row["suite"] == "e-at"

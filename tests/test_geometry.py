@@ -14,7 +14,7 @@ from scipy.spatial import ConvexHull
 from robustft.errors import BadInputError
 from robustft.geometry import geometry, l2_radius_hull, l2_radius_union
 
-from helpers import run_cli
+from helpers import cli_in_process
 
 
 def numeric_union_radius(eps_1: float, eps_inf: float, d: int) -> float:
@@ -72,8 +72,8 @@ def test_trivial_settings_are_refused(eps_1, eps_inf, d):
         geometry(eps_1, eps_inf, d)
 
 
-def test_cli_json_keys():
-    result = run_cli("geometry", "--eps", "1=12", "--eps", "inf=8/255", "--eps", "2=0.5", "--dim", "3072", "--json")
+def test_cli_json_keys(capsys, monkeypatch):
+    result = cli_in_process(capsys, monkeypatch, "geometry", "--eps", "1=12", "--eps", "inf=8/255", "--eps", "2=0.5", "--dim", "3072", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["l2_radius_union"] == pytest.approx(0.21824, abs=1e-5)
@@ -81,13 +81,13 @@ def test_cli_json_keys():
     assert data["covers_l2"] is True
 
 
-def test_digits_radii_mirror_cifar10():
+def test_digits_radii_mirror_cifar10(capsys, monkeypatch):
     """The embedded default's radii: the union's l2 ball misses eps2, the hull's covers it (as on CIFAR-10)."""
-    result = run_cli("geometry", "--dataset", "digits", "--json")
+    result = cli_in_process(capsys, monkeypatch, "geometry", "--dataset", "digits", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["dim"] == 64 and data["eps_2"] == 0.4
     assert data["l2_radius_union"] < data["eps_2"] <= data["l2_radius_hull"]
     assert data["covers_l2"] is True
-    table = run_cli("geometry", "--dataset", "digits")
+    table = cli_in_process(capsys, monkeypatch, "geometry", "--dataset", "digits", env={"COLUMNS": "200"})
     assert table.returncode == 0 and "convex hull" in table.stdout

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from helpers import run_cli
+from helpers import cli_in_process
 from robustft.config import FinetuneConfig
 from robustft.contracts import AttackFactory
 from robustft.engine import EngineContext
@@ -174,9 +174,9 @@ def test_bad_options():
     assert MSD(NORMS, **{"l1-topk": "0.005"}).l1_topk == pytest.approx(0.005)
 
 
-def test_cli_runs_msd(tmp_path: Path, base_model):
+def test_cli_runs_msd(tmp_path: Path, base_model, capsys, monkeypatch):
     out = tmp_path / "run"
-    result = run_cli("finetune", "--scheme", "msd", "--epochs", "1", "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out))
+    result = cli_in_process(capsys, monkeypatch, "finetune", "--scheme", "msd", "--epochs", "1", "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out))
     assert result.returncode == 0, result.stderr
     epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert epoch["passes"]["attack_backward"] == 3 * 128

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import run_cli
+from helpers import cli_in_process
 from robustft.config import FinetuneConfig
 from robustft.contracts import Attack, AttackFactory, AttackResult, TrainContext
 from robustft.engine import EngineContext
@@ -236,9 +236,9 @@ def test_fixed_norm_schemes_attack_their_norm_only():
 
 
 @pytest.mark.parametrize("scheme", ["sat", "avg", "max"])
-def test_cli_runs_each_scheme(tmp_path: Path, base_model, scheme):
+def test_cli_runs_each_scheme(tmp_path: Path, base_model, scheme, capsys, monkeypatch):
     out = tmp_path / "run"
-    result = run_cli("finetune", "--scheme", scheme, "--epochs", "1", "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out))
+    result = cli_in_process(capsys, monkeypatch, "finetune", "--scheme", scheme, "--epochs", "1", "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epoch = records[-1]

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import cli_in_process
 from torch import nn
 from torch.nn import functional as F
 
@@ -352,10 +352,10 @@ def test_options_are_checked():
 
 
 @pytest.mark.slow
-def test_ramp_runs_end_to_end_from_the_cli(base_model, tmp_path):
+def test_ramp_runs_end_to_end_from_the_cli(base_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    result = run_cli(
-        "finetune", "--scheme", "ramp", "--epochs", "1", "--n-train", "128", "--attack-steps", "3",
+    result = cli_in_process(
+        capsys, monkeypatch, "finetune", "--scheme", "ramp", "--epochs", "1", "--n-train", "128", "--attack-steps", "3",
         "--option", "gp=on", "--out", str(out), "--quiet",
     )
     assert result.returncode == 0, result.stderr

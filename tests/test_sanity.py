@@ -12,7 +12,7 @@ from robustft.norms import Norm
 from robustft.pluginmanager import registries
 from robustft.sanity import check_model, linear_surrogate
 
-from helpers import run_cli
+from helpers import cli_in_process
 
 
 class Masked(nn.Module):
@@ -55,8 +55,8 @@ def test_masked_gradients_are_caught(base_model):
     assert transfer.values["transfer"] < transfer.values["white_box"]
 
 
-def test_eval_sanity_json(base_model):
-    result = run_cli("eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "40", "--steps", "5", "--sanity", "--json", "--quiet")
+def test_eval_sanity_json(base_model, capsys, monkeypatch):
+    result = cli_in_process(capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "40", "--steps", "5", "--sanity", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["results"][0]["n"] == 40

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers import run_cli
+from helpers import cli_in_process
 from robustft.errors import BadInputError, UserError
 from robustft.norms import Norm
 from robustft_plugins.zoos.file_zoo import FileZoo, WithNormalization, read_state_dict
@@ -102,7 +102,7 @@ def test_missing_html_and_damaged_checkpoints_are_one_sentence(zoo: RobustBenchZ
         zoo.load(info, device=torch.device("cpu"), checkpoint="x.pt")
 
 
-def test_robustbench_eval_from_placed_checkpoint(zoo: RobustBenchZoo, tmp_path: Path, cifar_dir: Path) -> None:
+def test_robustbench_eval_from_placed_checkpoint(zoo: RobustBenchZoo, tmp_path: Path, cifar_dir: Path, capsys, monkeypatch) -> None:
     """A RobustBench architecture with random weights, saved as robustbench saves checkpoints, evaluates offline."""
     torch.manual_seed(0)
     net = zoo._registry[("cifar10", "Linf")][SMALL_RB_MODEL]["model"]()
@@ -113,24 +113,23 @@ def test_robustbench_eval_from_placed_checkpoint(zoo: RobustBenchZoo, tmp_path: 
     x = torch.rand(2, 3, 32, 32)
     net.eval()
     assert torch.allclose(loaded(x), net(x), atol=1e-5)
-    result = run_cli(
-        "eval", "--model", f"robustbench:{SMALL_RB}", "--model-dir", str(tmp_path / "models"),
+    result = cli_in_process(
+        capsys, monkeypatch, "eval", "--model", f"robustbench:{SMALL_RB}", "--model-dir", str(tmp_path / "models"),
         "--data-dir", str(cifar_dir), "--n-ex", "3", "--steps", "2", "--norms", "inf", "--json", "-q",
-        env={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)["results"][0]
     assert row["dataset"] == "cifar10" and row["n"] == 3 and row["eps"]["inf"] == "8/255"
 
 
-def test_real_use_command_stops_before_training_with_what_to_download(tmp_path: Path, cifar_dir: Path) -> None:
+def test_real_use_command_stops_before_training_with_what_to_download(tmp_path: Path, cifar_dir: Path, capsys, monkeypatch) -> None:
     """Offline, 'robustft finetune --model Gowal2020_WRN70 --scheme e-at --epochs 3' resolves the alias,
     picks CIFAR-10 and its radii, and stops in its pre-flight with one sentence: the data first (here
     placed), then the checkpoint, naming the file and where it goes."""
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "data").symlink_to(cifar_dir, target_is_directory=True)
-    result = run_cli("finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3", env={"ROBUSTFT_CACHE": str(cache)})
+    result = cli_in_process(capsys, monkeypatch, "finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3", env={"ROBUSTFT_CACHE": str(cache)})
     line = assert_one_sentence(result, code=1)
     expected = cache / "robustbench" / "cifar10" / "Linf" / "Gowal2020Uncovering_70_16_extra.pt"
     assert str(expected) in line and "--download" in line and "drive.google.com" in line
