@@ -16,6 +16,7 @@ Conventions shared by every contract:
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,37 @@ class TrainContext(abc.ABC):
         keeps the global ones and makes the same choice from them (E-AT's norm draw, say).
         """
         return tensor.clone()
+
+    def global_sums(self, *values: Tensor | float) -> list[float]:
+        """``values`` summed over the processes of a distributed run, as Python floats, in order.
+
+        A tensor contributes one float per element (pass ``mask.sum()`` for a count, ``counts`` of shape
+        ``(3,)`` for three); a number (the batch size) contributes one. Tensors stay on the device until
+        the single host read at the end, so a scheme's per-batch statistics cost one synchronisation
+        however many there are. In one process the values themselves.
+        """
+        device = next((v.device for v in values if isinstance(v, Tensor)), torch.device("cpu"))
+        parts = [
+            value.detach().reshape(-1).to(device=device, dtype=torch.float64)
+            if isinstance(value, Tensor)
+            # a fill on the device, not a copy from host memory (which would wait for the queued work)
+            else torch.full((1,), float(value), dtype=torch.float64, device=device)
+            for value in values
+        ]
+        return self.reduce_sum(torch.cat(parts)).tolist()
+
+    def update_autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The mixed-precision context for the forward pass of a scheme's own update (RAMP's natural copy):
+        the run's bf16 autocast, or no autocast when the run's ``--amp`` is off or ``fp16`` (fp16 updates
+        need a gradient scaler, which the engine keeps for its own update only)."""
+        return contextlib.nullcontext()
+
+    def global_mean_loss(self, loss: Tensor, n: int) -> Tensor:
+        """``loss``, the mean over this process's ``n`` points, scaled so that backpropagating it through a
+        distributed module (:meth:`distribute`) gives the gradient of the mean over every process's points,
+        however the global batch was split. For a scheme's own updates (RAMP's natural copy); the engine
+        does this for the loss :meth:`Scheme.loss` returns. ``loss`` itself in one process."""
+        return loss
 
     def attack_view(self, model: nn.Module) -> nn.Module:
         """The module to attack for the ``model`` :meth:`Scheme.loss` received: without the

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,3 +56,62 @@ def cli_in_process(capsys, monkeypatch, *args: str, env: dict[str, str] | None =
     code = main(list(args))
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["robustft", *args], code, out, err)
+
+
+# ------------------------------------------------------------------------------ host synchronisation
+
+#: Operators whose output the host must read (a value, or a size that depends on values): on a GPU each
+#: waits for the work queued before it. ``item``, ``bool``, ``int`` and ``float`` all reach
+#: ``_local_scalar_dense``.
+SYNCING_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2",
+                         "aten::unique_dim", "aten::unique_consecutive"})
+#: Indexing ops that sync when an index is a boolean mask (its size depends on its values).
+MASK_INDEXING_OPS = frozenset({"aten::index.Tensor", "aten::index_put_", "aten::index_put", "aten::_index_put_impl_"})
+#: Tensor methods that hand values to Python without an operator (on the CPU they dispatch nothing).
+HOST_METHODS = ("tolist", "cpu", "numpy")
+
+
+@contextlib.contextmanager
+def count_host_syncs() -> Iterator[collections.Counter]:
+    """Count, by name, every operation inside the block that would make the host wait for a GPU.
+
+    Runs on the CPU: a dispatch mode sees the operators (scalar reads, ``nonzero``, boolean-mask
+    indexing), and patched methods see ``.tolist()``, ``.cpu()`` and ``.numpy()``. Reads of tensors that
+    live on the CPU anyway (a ``torch.Generator`` draw) count too; tests compare counts, for instance
+    between runs of 4 and 16 attack steps.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: collections.Counter = collections.Counter()
+
+    class Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
+            name = func.name()
+            if name in SYNCING_OPS:
+                counts[name] += 1
+            elif name in MASK_INDEXING_OPS and _has_mask_index(args):
+                counts[f"{name} (boolean mask)"] += 1
+            return func(*args, **(kwargs or {}))
+
+    originals = {method: getattr(torch.Tensor, method) for method in HOST_METHODS}
+
+    def counting(method: str, original):  # noqa: ANN001, ANN202
+        def counted(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            counts[f".{method}()"] += 1
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    try:
+        for method, original in originals.items():
+            setattr(torch.Tensor, method, counting(method, original))
+        with Counting():
+            yield counts
+    finally:
+        for method, original in originals.items():
+            setattr(torch.Tensor, method, original)
+
+
+def _has_mask_index(args: tuple) -> bool:
+    indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)

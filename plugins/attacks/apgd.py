@@ -236,10 +236,12 @@ class APGD(Attack):
         else:
             targets = [None]
 
-        first = True
+        # Untargeted, no point has succeeded before the first run: attack them all without reading the
+        # mask, so a single-run (training) attack makes no host read at all.
+        first, none_succeeded = True, self.loss != "dlr-targeted"
         for target in targets:
             for _ in range(self.restarts):
-                if first and not bool(success.any()):
+                if first and (none_succeeded or not bool(success.any())):
                     idx = None
                 else:
                     idx = (~success).nonzero().squeeze(1)

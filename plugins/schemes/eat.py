@@ -83,7 +83,7 @@ class EAT(Scheme):
         norm = self.draw(ctx)
         attack = ctx.attack(norm, x, y)
         # Summed over the processes of a distributed run, so that every rank draws the next norm alike.
-        broken, attacked = ctx.reduce_sum(torch.tensor([float(attack.success.float().sum()), float(x.shape[0])], dtype=torch.float64)).tolist()
+        broken, attacked = ctx.global_sums(attack.success.sum(), x.shape[0])
         self.errors[norm] += broken
         self.counts[norm] += int(attacked)
         loss = ctx.adversarial_loss(model, x, attack.x_adv, y).mean()

@@ -119,7 +119,7 @@ class MultiSteepestDescent:
         delta = torch.zeros_like(x)
         loss, grad, wrong = self._loss_and_grad(model, x, delta, y)
         best_delta, best_loss, success = delta.clone(), loss, wrong
-        steps_taken = torch.zeros(len(self.norms), dtype=torch.long)
+        steps_taken = torch.zeros(len(self.norms), dtype=torch.long, device=x.device)
         forward, backward = 1, 1
         for t in range(self.steps):
             cands = self.candidates(x, delta, grad)
@@ -130,7 +130,7 @@ class MultiSteepestDescent:
             delta, loss, winner = self.choose(cands, losses)
             predicted = torch.stack([z.argmax(dim=1) for z in logits])[winner, torch.arange(n, device=x.device)]
             success = success | (predicted != y)
-            steps_taken += torch.bincount(winner.cpu(), minlength=len(self.norms))
+            steps_taken += torch.bincount(winner, minlength=len(self.norms))  # on the device: no wait per step
             improved = loss > best_loss
             best_delta = torch.where(improved.view(-1, *([1] * (x.dim() - 1))), delta, best_delta)
             best_loss = torch.where(improved, loss, best_loss)
@@ -219,8 +219,7 @@ class MSD(Scheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         result = self.attack(model, x, y, ctx)
         # Statistics over every process of a distributed run (one reduction per batch).
-        local = [float(result.success.float().sum()), float(x.shape[0]), *(float(v) for v in result.steps_taken)]
-        broken, attacked, *steps = ctx.reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+        broken, attacked, *steps = ctx.global_sums(result.success.sum(), x.shape[0], result.steps_taken)
         self.errors += broken
         self.count += int(attacked)
         for norm, taken in zip(self.norms, steps):

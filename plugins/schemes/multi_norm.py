@@ -47,12 +47,21 @@ class _RobustErrors:
         self.errors = {n: 0.0 for n in self.norms}
         self.counts = {n: 0 for n in self.norms}
 
-    def add(self, norm: Norm, attack: AttackResult, ctx: TrainContext) -> float:
-        """Count one attacked batch (over every process of a distributed run); return its robust error."""
-        broken, attacked = ctx.reduce_sum(torch.tensor([float(attack.success.float().sum()), float(attack.success.numel())], dtype=torch.float64)).tolist()
-        self.errors[norm] += broken
-        self.counts[norm] += int(attacked)
-        return broken / max(attacked, 1.0)
+    def add(self, attacks: Sequence[tuple[Norm, AttackResult]], ctx: TrainContext, *extra: Tensor | float) -> tuple[list[float], list[float]]:
+        """Count one attacked batch per norm (over every process of a distributed run) and return each
+        batch's robust error, with ``extra`` summed alike (see :meth:`TrainContext.global_sums`); one host
+        read for all of it."""
+        values: list[Tensor | float] = []
+        for _, attack in attacks:
+            values += [attack.success.sum(), attack.success.numel()]
+        sums = ctx.global_sums(*values, *extra)
+        batch_errors = []
+        for i, (norm, _) in enumerate(attacks):
+            broken, attacked = sums[2 * i], sums[2 * i + 1]
+            self.errors[norm] += broken
+            self.counts[norm] += int(attacked)
+            batch_errors.append(broken / max(attacked, 1.0))
+        return batch_errors, sums[2 * len(attacks):]
 
     def values(self) -> dict[Norm, float | None]:
         return {n: (self.errors[n] / self.counts[n] if self.counts[n] else None) for n in self.norms}
@@ -94,13 +103,8 @@ class _MultiNormScheme(Scheme):
             self.rerr.load_state_dict(state["rerr"])
 
     def attack_all(self, x: Tensor, y: Tensor, ctx: TrainContext) -> list[AttackResult]:
-        """One training attack per norm, in the order of ``self.norms``."""
-        results = []
-        for norm in self.norms:
-            result = ctx.attack(norm, x, y)
-            self.rerr.add(norm, result, ctx)
-            results.append(result)
-        return results
+        """One training attack per norm, in the order of ``self.norms`` (counted by the caller)."""
+        return [ctx.attack(norm, x, y) for norm in self.norms]
 
     def outer_losses(self, model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[AttackResult], ctx: TrainContext) -> Tensor:
         """The outer loss of every norm's adversarial batch, shape ``(len(attacks), N)``."""
@@ -121,7 +125,7 @@ class SAT(_MultiNormScheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         norm = self.draw(ctx)
         attack = ctx.attack(norm, x, y)
-        batch_error = self.rerr.add(norm, attack, ctx)
+        (batch_error,), _ = self.rerr.add([(norm, attack)], ctx)
         loss = ctx.adversarial_loss(model, x, attack.x_adv, y).mean()
         return loss, {"norm": norm.value, "rerr_batch": batch_error, **self.rerr.logs()}
 
@@ -133,6 +137,7 @@ class AVG(_MultiNormScheme):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         attacks = self.attack_all(x, y, ctx)
+        self.rerr.add(list(zip(self.norms, attacks)), ctx)
         losses = self.outer_losses(model, x, y, attacks, ctx)
         return losses.mean(dim=1).mean(), self.rerr.logs()
 
@@ -170,11 +175,12 @@ class MAX(_MultiNormScheme):
             stacked = torch.stack([a.x_adv for a in attacks])  # (norms, N, C, H, W)
             x_worst = stacked[winner, torch.arange(x.shape[0], device=x.device)]
             loss = ctx.adversarial_loss(model, x, x_worst, y).mean()
-        counts = ctx.reduce_sum(torch.bincount(winner.flatten().cpu(), minlength=len(self.norms)))  # over all processes
+        # Robust errors and per-norm wins over all processes, in one host read.
+        _, counts = self.rerr.add(list(zip(self.norms, attacks)), ctx, torch.bincount(winner.flatten(), minlength=len(self.norms)))
         logs: dict[str, Any] = dict(self.rerr.logs())
-        for index, norm in enumerate(self.norms):
-            self.wins[norm] += int(counts[index])
-            logs[f"win_{norm.value}"] = float(counts[index]) / max(int(counts.sum()), 1)
+        for norm, count in zip(self.norms, counts):
+            self.wins[norm] += int(count)
+            logs[f"win_{norm.value}"] = count / max(sum(counts), 1.0)
         return loss, logs
 
     def on_epoch_end(self, ctx: TrainContext) -> dict[str, Any]:

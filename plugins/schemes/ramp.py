@@ -82,10 +82,10 @@ def pairing_loss(kind: str, logits_q: Tensor, logits_r: Tensor, mask: Tensor) ->
     """
     if kind not in PAIRINGS:
         raise BadInputError(f"Unknown pairing loss {kind!r}: choose one of {', '.join(PAIRINGS)}.")
-    if not bool(mask.any()):
-        return logits_q.new_zeros(())
-    log_p_q = F.log_softmax(logits_q[mask], dim=1)
-    log_p_r = F.log_softmax(logits_r[mask], dim=1)
+    # Every point is computed and the mask weights the mean: no boolean indexing, whose output size
+    # the host would have to wait for.
+    log_p_q = F.log_softmax(logits_q, dim=1)
+    log_p_r = F.log_softmax(logits_r, dim=1)
     p_q, p_r = log_p_q.exp(), log_p_r.exp()
     if kind == "kl":
         per_point = (p_q * (log_p_q - log_p_r)).sum(dim=1)
@@ -93,7 +93,8 @@ def pairing_loss(kind: str, logits_q: Tensor, logits_r: Tensor, mask: Tensor) ->
         per_point = 0.5 * (p_q - p_r).pow(2).sum(dim=1)
     else:
         per_point = 1.0 - F.cosine_similarity(p_q, p_r, dim=1)
-    return per_point.mean()
+    selected = torch.where(mask, per_point, torch.zeros_like(per_point))
+    return selected.sum() / mask.sum().clamp_min(1)
 
 
 def max_over_pair(loss_q: Tensor, loss_r: Tensor) -> tuple[Tensor, Tensor]:
@@ -278,8 +279,11 @@ class RAMP(Scheme):
         gamma = logits_q.detach().argmax(dim=1) == y  # Alg. 1 line 6: still correct at x'_q
         loss_pair = pairing_loss(self.pairing, logits_q, logits_r, gamma)
         # Statistics over every process of a distributed run (one reduction per batch).
-        local = [float(x.shape[0]), float(attack_q.success.float().sum()), float(attack_r.success.float().sum()), float(gamma.sum()), float(from_r.sum())]
-        n, broken_q, broken_r, qualifying, worst_r = ctx.reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+        # The logged losses are weighted by their point counts, so that the sums give the global means.
+        n, broken_q, broken_r, qualifying, worst_r, loss_max_sum, loss_pair_sum = ctx.global_sums(
+            x.shape[0], attack_q.success.sum(), attack_r.success.sum(), gamma.sum(), from_r.sum(),
+            loss_max.detach() * x.shape[0], loss_pair.detach() * gamma.sum(),
+        )
         self.points += int(n)
         self.success["q"] += broken_q
         self.success["r"] += broken_r
@@ -287,8 +291,8 @@ class RAMP(Scheme):
         self.from_r += int(worst_r)
         logs: dict[str, Any] = {
             "pair": _format_pair(self.key_pair),
-            "loss_max": float(loss_max.detach()),
-            "loss_pair": float(loss_pair.detach()),
+            "loss_max": loss_max_sum / n,
+            "loss_pair": loss_pair_sum / qualifying if qualifying else 0.0,
             "qualifying": qualifying / n,
             f"rerr_{q.value}": self.success["q"] / self.points,
             f"rerr_{r.value}": self.success["r"] / self.points,

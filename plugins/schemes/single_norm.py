@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -39,7 +38,7 @@ class LpAT(Scheme):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         (norm,) = self.norms
         attack = ctx.attack(norm, x, y)
-        broken, attacked = ctx.reduce_sum(torch.tensor([float(attack.success.float().sum()), float(x.shape[0])], dtype=torch.float64)).tolist()
+        broken, attacked = ctx.global_sums(attack.success.sum(), x.shape[0])
         return ctx.adversarial_loss(model, x, attack.x_adv, y).mean(), {"norm": norm.value, f"rerr_{norm.value}": broken / attacked}
 
 
@@ -87,7 +86,8 @@ class Clean(Scheme):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         logits = model(x)
-        return F.cross_entropy(logits, y), {"err": float((logits.argmax(1) != y).float().mean())}
+        wrong, n = ctx.global_sums((logits.argmax(1) != y).sum(), x.shape[0])  # over every process
+        return F.cross_entropy(logits, y), {"err": wrong / n}
 
 
 @hookimpl
