@@ -240,7 +240,8 @@ def wrap_model(model: nn.Module, device: torch.device, **ddp_options: Any) -> nn
     """``model`` in DistributedDataParallel on ``device`` inside a process group, else ``model`` itself.
 
     DDP averages the gradients over the processes, so with equal per-process batches the update is the
-    one of the global batch's mean loss. Use :func:`unwrap` for attacks and state dicts.
+    one of the global batch's mean loss (:func:`mean_loss_scale` for unequal ones). Use :func:`unwrap`
+    for attacks and state dicts.
     """
     if not is_distributed():
         return model
@@ -248,6 +249,17 @@ def wrap_model(model: nn.Module, device: torch.device, **ddp_options: Any) -> nn
 
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, **ddp_options)
+
+
+def mean_loss_scale(n_local: int, n_global: int) -> float:
+    """The factor for this rank's mean loss that makes DDP's update the global batch's mean-loss update.
+
+    DDP averages the ranks' gradients, ``(1/W) sum_r grad mean_r``; the single-process update is
+    ``grad (1/N) sum_i loss_i = sum_r (n_r/N) grad mean_r``. Scaling rank ``r``'s mean loss by
+    ``W n_r / N`` makes the two equal when the pieces of a global batch differ in size (a global batch
+    not divisible by the number of processes); it is exactly 1.0 when they are equal.
+    """
+    return world_size() * n_local / n_global
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:

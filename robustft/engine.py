@@ -18,6 +18,7 @@ Reliability (docs/reliability.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import logging
@@ -170,6 +171,17 @@ class EngineContext(TrainContext):
 
     def reduce_sum(self, tensor: Tensor) -> Tensor:
         return distributed.all_reduce_sum(tensor)
+
+    def update_autocast(self) -> contextlib.AbstractContextManager[Any]:
+        perf = Performance.resolve(self.config, self.device)
+        return perf.autocast(self.device) if perf.amp == "bf16" else contextlib.nullcontext()
+
+    def global_mean_loss(self, loss: Tensor, n: int) -> Tensor:
+        if not distributed.is_distributed():
+            return loss
+        (total,) = self.global_sums(n)
+        scale = distributed.mean_loss_scale(n, int(total))
+        return loss if scale == 1.0 else loss * scale
 
     def attack_view(self, model: nn.Module) -> nn.Module:
         # The engine's own wrapper maps back to the (possibly compiled) module it wraps.
@@ -740,6 +752,9 @@ class Trainer:
                 loss, logs = self._checked_loss(scheme.loss(model, x, y, ctx))
             record: dict[str, Any] = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr}
             value, images, finite = self._global_loss(loss, x.shape[0])
+            if finite and distributed.is_distributed():
+                scale = distributed.mean_loss_scale(x.shape[0], images)  # unequal pieces weigh their points alike
+                loss = loss if scale == 1.0 else loss * scale
             if finite:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:  # fp16: scale the loss so small gradients survive, unscale before the step

@@ -352,7 +352,8 @@ class RAMP(Scheme):
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        loss = F.cross_entropy(model(x), y)
+        with ctx.update_autocast():  # bf16 runs only: fp16 would need a gradient scaler of its own
+            loss = ctx.global_mean_loss(F.cross_entropy(model(x), y), x.shape[0])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
