@@ -7,9 +7,6 @@ with random weights (compute-bound; width configurable so that a CPU run stays s
 
 from __future__ import annotations
 
-import gc
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from robustft import memory
 
 
 def synchronize(device: torch.device) -> None:
@@ -39,17 +38,6 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int = 1, warmup:
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best, result
-
-
-def _proc_status_mib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 2**10  # kB
-    except OSError:
-        return None
-    return None
 
 
 def timed_alternating(
@@ -81,31 +69,15 @@ def timed_alternating(
 def reset_peak(device: torch.device) -> float:
     """Start a peak-memory measurement; returns the memory in use now (MiB), the baseline.
 
-    On CUDA: torch's allocator statistics. On Linux CPUs: writing 5 to ``/proc/self/clear_refs`` resets the
-    process's resident high-water mark (VmHWM) to its current resident set, so the peak that follows is the
-    workload's, not the imports'.
+    :mod:`robustft.memory` measures it, as runs do: on CPUs the resident high-water mark is reset, so the
+    peak that follows is the workload's, not the imports'.
     """
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-            refs.write("5")
-    except OSError:
-        pass
-    return _proc_status_mib("VmRSS") or 0.0
+    return memory.reset_peak(device) or 0.0
 
 
 def peak_memory_mib(device: torch.device) -> float:
-    """Peak GPU memory allocated since :func:`reset_peak`; on CPU the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    hwm = _proc_status_mib("VmHWM")
-    if hwm is not None:
-        return hwm
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+    """Peak memory since :func:`reset_peak` (MiB): GPU memory allocated, or the process's resident set."""
+    return memory.peak_mib(device) or 0.0
 
 
 class _Block(nn.Module):

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 import robustft
-from robustft import distributed
+from robustft import distributed, memory
 from robustft.config import OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
@@ -530,18 +529,6 @@ def _rng_states(ctx: EngineContext, data_epoch_start: Tensor) -> dict[str, Any]:
     return states
 
 
-def _peak_memory_mib(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-    except (ImportError, OSError):  # pragma: no cover - Windows
-        return None
-
-
 @dataclass
 class EpochStats:
     """What an epoch has accumulated so far (saved in mid-epoch checkpoints)."""
@@ -571,7 +558,6 @@ class Trainer:
         self.perf = perf = plan.performance
         if plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = perf.cudnn_benchmark
-            torch.cuda.reset_peak_memory_stats(plan.device)
         if perf.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # Attacks use ``attack_model``; the update runs through ``train_model``, which under torchrun is
@@ -848,6 +834,7 @@ class Trainer:
                 if not resumed_mid:
                     self.stats = EpochStats(passes_before=ctx.passes.as_dict())
                     self.data_epoch_start = self.data_rng.get_state()
+                memory.reset_peak(ctx.device)  # each epoch's own peak, also for later runs in this process
                 self._clock = time.perf_counter()
                 scheme.on_epoch_start(ctx)
                 self.progress.start(f"epoch {epoch + 1}/{c.epochs}", len(self.loader))
@@ -867,7 +854,7 @@ class Trainer:
         ctx = self.ctx
         seconds = self.stats.seconds + time.perf_counter() - self._clock
         passes = {k: v - self.stats.passes_before.get(k, 0) for k, v in ctx.passes.as_dict().items()}
-        peak = _peak_memory_mib(ctx.device)
+        peak = memory.peak_mib(ctx.device)
         if distributed.is_distributed():  # every rank's passes; the slowest rank's time; the largest peak
             summed = distributed.all_reduce_sum(torch.tensor(list(passes.values()), dtype=torch.int64))
             passes = dict(zip(passes, (int(v) for v in summed)))
