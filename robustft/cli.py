@@ -66,6 +66,8 @@ AttackOption = Annotated[Optional[str], typer.Option(help="Training attack famil
 AttackStepsOption = Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")]
 TradesBetaOption = Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")]
 NTrainOption = Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")]
+ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA only).")]
+CudnnBenchmarkOption = Annotated[Optional[bool], typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (default: on CUDA only).")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
 
 
@@ -131,10 +133,11 @@ def finetune(
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last good checkpoint (with its config.toml).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Also checkpoint every N batches (default 0: at epoch ends only).")] = None,
     max_nan_batches: Annotated[Optional[int], typer.Option(help="Skip up to N batches with a non-finite loss before stopping (default 0).")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: bf16, fp16 (with a gradient scaler) or off; default bf16 on CUDA, off on CPU.")] = None,
-    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA only).")] = None,
-    cudnn_benchmark: Annotated[Optional[bool], typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (default: on CUDA only).")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: bf16, fp16 (with a gradient scaler) or off; default bf16 on CUDA (fp16 on GPUs without bf16), off on CPU.")] = None,
+    channels_last: ChannelsLastOption = None,
+    cudnn_benchmark: CudnnBenchmarkOption = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default off).")] = None,
+    pin_memory: Annotated[Optional[bool], typer.Option("--pin-memory/--no-pin-memory", help="Page-locked training batches, copied to the GPU asynchronously (default: on CUDA only).")] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -146,7 +149,7 @@ def finetune(
     result = run_finetune(
         config_file=config,
         resume=resume, checkpoint_every=checkpoint_every, max_nan_batches=max_nan_batches,
-        amp=amp, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model,
+        amp=amp, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model, pin_memory=pin_memory,
         progress=_progress(quiet, json_output),
         model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
         lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack,
@@ -188,6 +191,8 @@ def eval_command(
     image_size: ImageSizeOption = None,
     download: DownloadOption = None,
     device: DeviceOption = None,
+    channels_last: ChannelsLastOption = None,
+    cudnn_benchmark: CudnnBenchmarkOption = None,
     sanity: Annotated[bool, typer.Option("--sanity", help="Also run the gradient-masking checks (more steps, more restarts, transfer, l-inf radius 1) on up to 200 of the points.")] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -201,6 +206,7 @@ def eval_command(
         batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
         model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
         data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
+        channels_last=channels_last, cudnn_benchmark=cudnn_benchmark,
     )
     from robustft.distributed import is_main
 

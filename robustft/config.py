@@ -57,6 +57,7 @@ class FinetuneConfig:
     channels_last: bool | None = None
     cudnn_benchmark: bool | None = None
     compile: bool = False  # torch.compile the model for the updates and attacks
+    pin_memory: bool | None = None  # page-locked training batches (faster, asynchronous copies to the GPU)
     checkpoint_every: int = 0  # also checkpoint every N batches within an epoch (0: at epoch ends only)
     max_nan_batches: int = 0  # batches with a non-finite loss to skip (no update) before the run stops
     # Where models and data come from (passed to the zoo and the data set plugin when set).
@@ -91,9 +92,9 @@ class FinetuneConfig:
 _INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers", "image_size", "checkpoint_every", "max_nan_batches"}
 #: Settings that change how a run is carried out, not what it computes: ``--resume`` accepts new values.
 OPERATIONAL_FIELDS = frozenset(
-    {"device", "workers", "checkpoint_every", "max_nan_batches", "amp", "channels_last", "cudnn_benchmark", "compile"}
+    {"device", "workers", "checkpoint_every", "max_nan_batches", "amp", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
 )
-_BOOL_FIELDS = {"download", "channels_last", "cudnn_benchmark", "compile"}
+_BOOL_FIELDS = {"download", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
 _FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay", "trades_beta"}
 _CHOICES = {"lr_schedule": ("step", "piecewise", "cyclic"), "outer_loss": ("ce", "trades"), "amp": ("auto", "bf16", "fp16", "off")}
 _POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}

@@ -231,7 +231,8 @@ def make_train_loader(
         train_set = torch.utils.data.Subset(train_set, range(min(config.n_train, len(train_set))))
     extra_fn = getattr(dataset, "extra", None)
     extra = extra_fn() if callable(extra_fn) else None
-    common: dict[str, Any] = {"num_workers": config.workers, "pin_memory": device.type == "cuda"}
+    pin = device.type == "cuda" if config.pin_memory is None else bool(config.pin_memory)
+    common: dict[str, Any] = {"num_workers": config.workers, "pin_memory": pin}
     if world > 1 and config.workers:
         common["worker_init_fn"] = functools.partial(distributed.seed_worker, rank)
     if extra is None:

@@ -223,6 +223,7 @@ class Performance:
     cudnn_benchmark: bool
     compile: bool
     workers: int
+    pin_memory: bool
 
     @classmethod
     def resolve(cls, config: FinetuneConfig, device: torch.device) -> Performance:
@@ -237,6 +238,7 @@ class Performance:
             cudnn_benchmark=cuda if config.cudnn_benchmark is None else bool(config.cudnn_benchmark),
             compile=bool(config.compile),
             workers=workers,
+            pin_memory=cuda if config.pin_memory is None else bool(config.pin_memory),
         )
 
     def autocast(self, device: torch.device) -> Any:
@@ -246,7 +248,7 @@ class Performance:
 
     def describe(self) -> str:
         parts = [f"amp {self.amp}", f"channels-last {'on' if self.channels_last else 'off'}",
-                 f"workers {self.workers}"]
+                 f"workers {self.workers}", f"pinned memory {'on' if self.pin_memory else 'off'}"]
         if self.compile:
             parts.append("torch.compile")
         return ", ".join(parts)
@@ -390,7 +392,7 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     performance = Performance.resolve(config, device)
     data_rng = torch.Generator().manual_seed(config.seed)
     try:
-        loader = distributed.make_distributed_loader(dataset, dataclasses.replace(config, workers=performance.workers), data_rng, device)
+        loader = distributed.make_distributed_loader(dataset, dataclasses.replace(config, workers=performance.workers, pin_memory=performance.pin_memory), data_rng, device)
         batches = len(loader)
     except UserError:
         raise

@@ -104,11 +104,14 @@ def evaluate_model(
     seed: int = 0,
     name: str = "model",
     progress: ProgressReporter | None = None,
+    channels_last: bool = False,
 ) -> EvalResult:
     """Evaluate one model on the first ``n_ex`` test points (the papers' protocol uses the first 1000).
 
     Inside a process group every rank must call this with the same arguments; each attacks its share of
-    the batches (see the module docstring) and every rank returns the full result.
+    the batches (see the module docstring) and every rank returns the full result. ``channels_last``
+    hands image batches to the model in that memory format (for a model already converted to it).
+    Attacks and checks run in float32: no autocast, whose weaker gradients would overstate robustness.
     """
     progress = progress if progress is not None and distributed.is_main() else ProgressReporter()
     device = device or next(model.parameters()).device
@@ -149,6 +152,8 @@ def evaluate_model(
                 progress.start(f"{name} {norm.label} {label}", len(mine))
                 for part in mine:
                     x, y = x_all[part].to(device), y_all[part].to(device)
+                    if channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     x_adv = attack(model, x, y).x_adv.detach()
                     valid = check_in_ball_and_box(x_adv, x, norm, radius).cpu()
                     with torch.no_grad():
@@ -235,12 +240,15 @@ def evaluate(
     progress: ProgressReporter | None = None,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
+    channels_last: bool | None = None,
+    cudnn_benchmark: bool | None = None,
 ) -> EvalReport:
     """Evaluate a model (``model``), a run and its base (``run``), or, with neither, the latest run and its base.
 
     ``model_options`` (``model_dir``, ``checkpoint``, ``arch``, ``download``) go to the zoo and
     ``data_options`` (``data_dir``, ``image_size``, ``download``) to the data set; for a run they
-    override what the run recorded.
+    override what the run recorded. ``channels_last`` and ``cudnn_benchmark`` (None: on for CUDA, off
+    on the CPU) are the GPU path of fine-tuning, without its mixed precision (see :func:`evaluate_model`).
     """
     if model is not None and run is not None:
         raise BadInputError("Give --model or --run, not both.")
@@ -276,6 +284,13 @@ def evaluate(
         base = zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device)
         targets = [(info_dict["base_model"], base), (f"+ {info_dict['scheme']}", tuned)]
         has_base = True
+    cuda = torch_device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = cuda if cudnn_benchmark is None else bool(cudnn_benchmark)
+    channels_last = cuda if channels_last is None else bool(channels_last)
+    if channels_last:
+        for _, net in targets:
+            net.to(memory_format=torch.channels_last)
     radii = {**data.default_eps, **run_eps, **user_eps}
     missing = [n for n in norm_list if n not in radii]
     if missing:
@@ -283,7 +298,7 @@ def evaluate(
     results = [
         evaluate_model(
             net, data, norm_list, radii, suite=suite_obj, registries=registries, n_ex=n_ex, steps=steps,
-            batch_size=batch_size, device=torch_device, seed=seed, name=label, progress=progress,
+            batch_size=batch_size, device=torch_device, seed=seed, name=label, progress=progress, channels_last=channels_last,
         )
         for label, net in targets
     ]

@@ -198,7 +198,7 @@ def test_extra_data_formats_and_checks(tmp_path: Path) -> None:
 
 
 def config(**kw):
-    return SimpleNamespace(**{"batch_size": 8, "n_train": None, "workers": 0, **kw})
+    return SimpleNamespace(**{"batch_size": 8, "n_train": None, "workers": 0, "pin_memory": None, **kw})
 
 
 def test_batches_are_half_real_half_extra(tmp_path: Path) -> None:
