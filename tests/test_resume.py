@@ -176,6 +176,32 @@ def test_gpu_switches_are_off_on_the_cpu_and_on_for_cuda():
     assert (chosen.amp, chosen.channels_last, chosen.workers) == ("off", False, 0)
 
 
+#: SHA-256 (first 16 hex digits) of the final weights of ``GOLDEN_RUN`` per scheme, as commit f28f9f3 (the
+#: last one before the GPU path, DDP and the sync-free attack loops) computed them with torch 2.14.1 on an
+#: AVX512 CPU, one thread. Floating-point results depend on the torch build and the CPU's vector unit,
+#: so the test runs where both are those.
+GOLDEN_WEIGHTS = {"e-at": "34729ab05d4b4347", "max": "1bcf2ad43569697c", "msd": "77ae8e4e7157944e", "ramp": "2c0a84ca4c1a4b91"}
+#: The digits CNN freshly initialised from the seed: no cached base model (built with whatever thread count).
+GOLDEN_RUN = dict(model="scratch:digits-cnn", epochs=1, n_train=64, batch_size=32, attack_steps=3, seed=1, device="cpu")
+GOLDEN_PLATFORM = ("2.14.1", "AVX512")
+
+
+@pytest.mark.skipif(
+    (torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability()) != GOLDEN_PLATFORM,
+    reason="the recorded weights are those of torch 2.14.1 on an AVX512 CPU",
+)
+@pytest.mark.parametrize("scheme", sorted(GOLDEN_WEIGHTS))
+def test_cpu_run_gives_the_weights_it_gave_before_the_gpu_path(tmp_path, one_thread, scheme):
+    import hashlib
+
+    state = load_torch(robustft.finetune(out=str(tmp_path / "run"), scheme=scheme, **GOLDEN_RUN).weights)["model"]
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].contiguous().numpy().tobytes())
+    assert digest.hexdigest()[:16] == GOLDEN_WEIGHTS[scheme]  # bit for bit
+
+
 def test_cpu_run_is_unchanged_by_the_switches_and_bf16_stays_close(tmp_path, base_model):
     options = dict(epochs=1, n_train=64, batch_size=32, attack_steps=2, seed=1)
     default = load_torch(robustft.finetune(out=str(tmp_path / "default"), **options).weights)["model"]
