@@ -231,8 +231,9 @@ def make_train_loader(
         train_set = torch.utils.data.Subset(train_set, range(min(config.n_train, len(train_set))))
     extra_fn = getattr(dataset, "extra", None)
     extra = extra_fn() if callable(extra_fn) else None
-    pin = device.type == "cuda" if config.pin_memory is None else bool(config.pin_memory)
-    common: dict[str, Any] = {"num_workers": config.workers, "pin_memory": pin}
+    from robustft.models import on_for_cuda
+
+    common: dict[str, Any] = {"num_workers": config.workers, "pin_memory": on_for_cuda(config.pin_memory, device)}
     if world > 1 and config.workers:
         common["worker_init_fn"] = functools.partial(distributed.seed_worker, rank)
     if extra is None:

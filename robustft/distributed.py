@@ -262,6 +262,13 @@ def mean_loss_scale(n_local: int, n_global: int) -> float:
     return world_size() * n_local / n_global
 
 
+def scale_to_global_mean(loss: Tensor, n_local: int, n_global: int) -> Tensor:
+    """``loss`` (this rank's mean over ``n_local`` points) times :func:`mean_loss_scale`; ``loss`` itself
+    when the factor is 1 (one process, or equal slices), so those runs compute exactly what they did."""
+    scale = mean_loss_scale(n_local, n_global)
+    return loss if scale == 1.0 else loss * scale
+
+
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm's running statistics) into every rank's ``module``, in place.
 

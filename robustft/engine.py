@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugi
 from robustft.errors import BadInputError, UserError
 from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
 from robustft.losses import outer_loss
-from robustft.models import resolve_dataset, resolve_model, select_device
+from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
@@ -171,16 +172,19 @@ class EngineContext(TrainContext):
     def reduce_sum(self, tensor: Tensor) -> Tensor:
         return distributed.all_reduce_sum(tensor)
 
+    @functools.cached_property
+    def performance(self) -> Performance:
+        return Performance.resolve(self.config, self.device)
+
     def update_autocast(self) -> contextlib.AbstractContextManager[Any]:
-        perf = Performance.resolve(self.config, self.device)
+        perf = self.performance
         return perf.autocast(self.device) if perf.amp == "bf16" else contextlib.nullcontext()
 
     def global_mean_loss(self, loss: Tensor, n: int) -> Tensor:
         if not distributed.is_distributed():
             return loss
         (total,) = self.global_sums(n)
-        scale = distributed.mean_loss_scale(n, int(total))
-        return loss if scale == 1.0 else loss * scale
+        return distributed.scale_to_global_mean(loss, n, int(total))
 
     def attack_view(self, model: nn.Module) -> nn.Module:
         # The engine's own wrapper maps back to the (possibly compiled) module it wraps.
@@ -234,11 +238,11 @@ class Performance:
         workers = config.workers if config.workers is not None else (min(4, os.cpu_count() or 1) if cuda else 0)
         return cls(
             amp=amp,
-            channels_last=cuda if config.channels_last is None else bool(config.channels_last),
-            cudnn_benchmark=cuda if config.cudnn_benchmark is None else bool(config.cudnn_benchmark),
+            channels_last=on_for_cuda(config.channels_last, device),
+            cudnn_benchmark=on_for_cuda(config.cudnn_benchmark, device),
             compile=bool(config.compile),
             workers=workers,
-            pin_memory=cuda if config.pin_memory is None else bool(config.pin_memory),
+            pin_memory=on_for_cuda(config.pin_memory, device),
         )
 
     def autocast(self, device: torch.device) -> Any:
@@ -740,9 +744,8 @@ class Trainer:
                 loss, logs = self._checked_loss(scheme.loss(model, x, y, ctx))
             record: dict[str, Any] = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr}
             value, images, finite = self._global_loss(loss, x.shape[0])
-            if finite and distributed.is_distributed():
-                scale = distributed.mean_loss_scale(x.shape[0], images)  # unequal pieces weigh their points alike
-                loss = loss if scale == 1.0 else loss * scale
+            if finite and distributed.is_distributed():  # unequal pieces weigh their points alike
+                loss = distributed.scale_to_global_mean(loss, x.shape[0], images)
             if finite:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:  # fp16: scale the loss so small gradients survive, unscale before the step

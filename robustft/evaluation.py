@@ -36,7 +36,7 @@ from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
 from robustft.lp import check_in_ball_and_box
-from robustft.models import resolve_dataset, resolve_model, select_device
+from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms, sort_norms
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
@@ -284,10 +284,9 @@ def evaluate(
         base = zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device)
         targets = [(info_dict["base_model"], base), (f"+ {info_dict['scheme']}", tuned)]
         has_base = True
-    cuda = torch_device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = cuda if cudnn_benchmark is None else bool(cudnn_benchmark)
-    channels_last = cuda if channels_last is None else bool(channels_last)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = on_for_cuda(cudnn_benchmark, torch_device)
+    channels_last = on_for_cuda(channels_last, torch_device)
     if channels_last:
         for _, net in targets:
             net.to(memory_format=torch.channels_last)

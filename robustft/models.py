@@ -53,6 +53,11 @@ def resolve_dataset(name: str, registries: Registries, **options: Any) -> Datase
     return plugin.configure(**{k: v for k, v in options.items() if v is not None})
 
 
+def on_for_cuda(setting: bool | None, device: torch.device) -> bool:
+    """A GPU-path switch: ``setting`` when the user gave one, else on for CUDA and off elsewhere."""
+    return device.type == "cuda" if setting is None else bool(setting)
+
+
 def select_device(name: str) -> torch.device:
     """``auto`` is CUDA when present, else CPU; any other value is passed to torch and checked."""
     from robustft.errors import BadInputError, UserError
