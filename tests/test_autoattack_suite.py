@@ -103,3 +103,38 @@ def test_both_suites_agree_on_a_small_model() -> None:
         assert abs(eat.robust[norm] - aa.robust[norm]) <= TOLERANCE, (norm, eat.robust, aa.robust)
     assert abs(eat.union - aa.union) <= TOLERANCE
     assert not any(aa.rejected.values())  # every AutoAttack point lay in its ball and [0, 1]
+
+
+class _DigitsInColour:
+    """The digits test set with its grey channel repeated three times (channels-last differs from NCHW
+    only with more than one channel)."""
+
+    name, num_classes = "digits-rgb", 10
+
+    def test(self) -> torch.utils.data.Dataset:
+        from robustft_plugins.datasets.digits import Digits
+
+        x, y = next(iter(torch.utils.data.DataLoader(Digits().test(), batch_size=10_000)))
+        return torch.utils.data.TensorDataset(x.repeat(1, 3, 1, 1), y)
+
+
+def test_channels_last_evaluation_sees_channels_last_batches_and_gives_the_same_table() -> None:
+    """``channels_last`` (on by default on CUDA) changes the memory layout only; on the CPU the table is equal."""
+    grey = small_digits_model()
+    colour = nn.Conv2d(3, 8, 3, padding=1)
+    with torch.no_grad():  # the grey network lifted to three equal channels
+        colour.weight.copy_(grey[0].weight.repeat(1, 3, 1, 1) / 3)
+        colour.bias.copy_(grey[0].bias)
+    model = nn.Sequential(colour, *list(grey)[1:]).eval()
+    layouts: list[bool] = []
+    model.register_forward_pre_hook(lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    eps = {Norm.LINF: Fraction(1, 20), Norm.L1: Fraction(1)}
+    common = dict(registries=registries(), n_ex=40, steps=5, batch_size=40, device=torch.device("cpu"), seed=0, suite=EATProtocol())
+    plain = evaluate_model(model, _DigitsInColour(), list(eps), eps, **common)
+    assert layouts and not any(layouts)
+    layouts.clear()
+    model.to(memory_format=torch.channels_last)
+    converted = evaluate_model(model, _DigitsInColour(), list(eps), eps, channels_last=True, **common)
+    assert layouts[0] is False and all(layouts[1:])  # the clean pass takes the loader's batch; every attack's are channels-last
+    assert 0 < plain.union < plain.clean  # the attacks did something
+    assert (converted.clean, converted.robust, converted.union) == (plain.clean, plain.robust, plain.union)

@@ -201,6 +201,15 @@ def config(**kw):
     return SimpleNamespace(**{"batch_size": 8, "n_train": None, "workers": 0, "pin_memory": None, **kw})
 
 
+def test_the_loader_pins_memory_when_asked_and_on_cuda_by_default(tmp_path: Path) -> None:
+    data = Cifar10().configure(data_dir=str(write_cifar(tmp_path, per_batch=5)))
+    build = lambda cfg, device: make_train_loader(data, cfg, torch.Generator().manual_seed(0), torch.device(device))  # noqa: E731
+    assert build(config(pin_memory=True), "cpu").pin_memory
+    assert not build(config(), "cpu").pin_memory
+    assert build(config(), "cuda").pin_memory  # built, not iterated: no GPU needed
+    assert not build(config(pin_memory=False), "cuda").pin_memory
+
+
 def test_batches_are_half_real_half_extra(tmp_path: Path) -> None:
     # real images are made black, extra ones are white (still partly white after crop-with-padding)
     root = write_cifar(tmp_path, per_batch=5)  # 25 real training images

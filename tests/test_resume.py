@@ -176,6 +176,17 @@ def test_gpu_switches_are_off_on_the_cpu_and_on_for_cuda():
     assert (chosen.amp, chosen.channels_last, chosen.workers) == ("off", False, 0)
 
 
+def test_pinned_memory_follows_the_device_unless_set():
+    from robustft.config import FinetuneConfig
+    from robustft.engine import Performance
+
+    resolve = Performance.resolve
+    assert not resolve(FinetuneConfig(), torch.device("cpu")).pin_memory
+    assert resolve(FinetuneConfig(), torch.device("cuda")).pin_memory
+    assert not resolve(FinetuneConfig(pin_memory=False), torch.device("cuda")).pin_memory
+    assert resolve(FinetuneConfig(pin_memory=True), torch.device("cpu")).pin_memory
+
+
 #: SHA-256 (first 16 hex digits) of the final weights of ``GOLDEN_RUN`` per scheme, as commit f28f9f3 (the
 #: last one before the GPU path, DDP and the sync-free attack loops) computed them with torch 2.14.1 on an
 #: AVX512 CPU, one thread. Floating-point results depend on the torch build and the CPU's vector unit,
