@@ -14,7 +14,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 import robustft
@@ -414,19 +413,22 @@ def list_command(
 
 
 def _setup_output() -> None:
+    from rich.markup import escape
+
     from robustft.progress import stderr_console
 
     console = stderr_console()
 
+    # Messages are text: escape them, or rich would eat "[zoos]" in "pip install 'robustft[zoos]'".
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-        console.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", markup=True, highlight=False, soft_wrap=True)
 
     warnings.showwarning = show_warning
 
     class ConsoleHandler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             prefix = "[yellow]warning:[/yellow] " if record.levelno >= logging.WARNING else ""
-            console.print(prefix + record.getMessage(), markup=bool(prefix), highlight=False, soft_wrap=True)
+            console.print(prefix + escape(record.getMessage()), markup=True, highlight=False, soft_wrap=True)
 
     logger = logging.getLogger("robustft")
     logger.handlers[:] = [ConsoleHandler()]
@@ -435,29 +437,79 @@ def _setup_output() -> None:
     logger.propagate = True  # our handler prints; the root has none unless an embedding application adds one
 
 
+INTERRUPTED = 130  # the shell's code for a job ended by SIGINT
+
+
+def _with_plugin_commands(argv: list[str]) -> typer.Typer:
+    """The app this command line needs: the built-in commands, plus plugin commands only where the command line
+    may name or list them (see robustft.plugin_commands). A copy, so that calling ``main`` again in one process
+    (tests, embedding applications) starts from the built-in commands again."""
+    import copy
+
+    from robustft import plugin_commands
+
+    extended = copy.copy(app)
+    extended.registered_commands = list(app.registered_commands)
+    extended.registered_groups = list(app.registered_groups)
+    command = plugin_commands.first_command(argv)
+    if command is None:
+        if "--version" not in argv:  # the root help lists plugin commands
+            plugin_commands.add_listed_plugin_commands(extended)
+    elif command not in {entry["name"] for entry in plugin_commands.command_entries(app)}:
+        plugin_commands.add_plugin_commands(extended)
+    return extended
+
+
+def _show_usage_error(exc: typer.TyperException, argv: list[str], cli: typer.Typer) -> None:
+    """Typer's own rendering, with the usage line of the command even where its parser did not attach one
+    (a missing option value)."""
+    from robustft.plugin_commands import first_command
+
+    if getattr(exc, "ctx", "absent") is None:
+        group = typer.main.get_command(cli)
+        name = first_command(argv)
+        with group.make_context("robustft", [], resilient_parsing=True) as root:
+            command = group.get_command(root, name) if name else None
+            if command is not None:
+                exc.ctx = command.make_context(name, [], parent=root, resilient_parsing=True)
+    show = getattr(exc, "show", None)
+    if show is not None:
+        show()
+    else:
+        from robustft.progress import stderr_console
+
+        stderr_console().print(f"Error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``robustft`` script; returns the exit code."""
+    from rich.markup import escape
+
     from robustft.progress import stderr_console
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     _setup_output()
+    cli = app
     try:
-        from robustft.pluginmanager import get_host
-
-        get_host().call_commands(app)
-        app(args=argv, prog_name="robustft", standalone_mode=False)
+        cli = _with_plugin_commands(argv)
+        # Outside standalone mode typer returns the code of an early exit (--help, --version, and 130
+        # for a KeyboardInterrupt it caught) instead of calling sys.exit; a command returns None.
+        code = cli(args=argv, prog_name="robustft", standalone_mode=False)
     except UserError as exc:
         where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") not in ("", "0") else ""
-        stderr_console().print(f"[red]error{where}:[/red] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+        stderr_console().print(f"[red]error{where}:[/red] {escape(exc.message)}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
+    except typer.TyperException as exc:  # usage errors: the usage line, then one sentence; exit code 2
+        _show_usage_error(exc, argv, cli)
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    code = code if isinstance(code, int) else 0
+    if code == INTERRUPTED:
         stderr_console().print("Interrupted.")
-        return 130
-    return 0
+    return code
 
 
 def run() -> None:  # pragma: no cover - console script wrapper

@@ -27,7 +27,7 @@ import datetime as _dt
 import json
 import math
 import shutil
-import sys
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -44,10 +44,6 @@ from robustft.paths import runs_dir
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 only
-    import tomli as tomllib
 
 #: Config fields that do not change what a run computes (where it runs, how data is loaded, checkpoints).
 _IRRELEVANT = {"out"} | set(getattr(_config, "OPERATIONAL_FIELDS", {"device", "workers"}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -17,11 +17,6 @@ from typing import Any
 
 from robustft.errors import BadInputError, UserError
 from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 DEFAULT_MODEL = "digits-cnn-linf"
 

@@ -87,6 +87,8 @@ def register_datasets(register: Register) -> None:
 def register_commands(app: Any) -> None:
     """Add sub-commands to the ``robustft`` command line.
 
-    ``app`` is the root :class:`typer.Typer`; decorate functions with ``@app.command()``. Called once
-    when the CLI starts.
+    ``app`` is the root :class:`typer.Typer`; decorate functions with ``@app.command()``. Called when the
+    command line names a command the core does not have, and when the root help is shown without an up-to-date
+    manifest (``robustft.plugin_commands``): built-in commands and ``--version`` start without loading any
+    plugin. A command's first docstring line is what the root help lists.
     """

@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from robustft.errors import UserError
 
 
@@ -97,6 +95,8 @@ def save_torch(obj: Any, path: str | Path) -> None:
     """Serialise ``obj`` atomically, then its SHA-256 sidecar (written last: a file without its sidecar
     was cut short by a crash)."""
     buffer = io.BytesIO()
+    import torch  # here, not at the top: the command line's start reads and writes small files without torch
+
     torch.save(obj, buffer)
     data = buffer.getvalue()
     path = Path(path)
@@ -141,6 +141,8 @@ def load_torch(path: str | Path, what: str = "checkpoint", *, require_checksum: 
             f"The {what} {str(path)!r} is an HTML page, not weights (a failed download?): delete it and download it again."
         )
     try:
+        import torch
+
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from robustft.norms import DISPLAY_ORDER, format_radius
 
@@ -80,9 +81,10 @@ def geometry_table(geo: "Geometry") -> Table:
 
 
 def listing_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A plain table of names and descriptions; cells are text, never rich markup (``robustft[zoos]`` stays)."""
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     return table

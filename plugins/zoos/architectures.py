@@ -91,12 +91,16 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    """PreAct ResNet with basic blocks; ``blocks=(2, 2, 2, 2)`` is PreAct ResNet-18."""
+    """PreAct ResNet with basic blocks; ``blocks=(2, 2, 2, 2)`` is PreAct ResNet-18.
+
+    ``width`` is the first stage's channel count (64 in He et al.); the stages have ``width * (1, 2, 4, 8)``.
+    """
 
     def __init__(
         self,
         blocks: Sequence[int] = (2, 2, 2, 2),
         *,
+        width: int = 64,
         num_classes: int = 10,
         in_channels: int = 3,
         activation: str = "relu",
@@ -107,18 +111,20 @@ class PreActResNet(nn.Module):
         super().__init__()
         make_activation(activation)  # reject an unknown name before building anything
         self.normalize = InputNormalization(in_channels, mean, std)
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        in_planes = 64
-        for index, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks)):
+        if width < 1:
+            raise BadInputError(f"A PreAct ResNet needs a width of at least 1, got {width}.")
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        in_planes = width
+        for index, (planes, count) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), blocks)):
             stride = 1 if index == 0 else 2
             layer = []
             for block in range(count):
                 layer.append(PreActBlock(in_planes, planes, stride if block == 0 else 1, activation, softplus_beta))
                 in_planes = planes
             setattr(self, f"layer{index + 1}", nn.Sequential(*layer))
-        self.bn = nn.BatchNorm2d(512)
+        self.bn = nn.BatchNorm2d(in_planes)
         self.act = make_activation(activation, softplus_beta)
-        self.linear = nn.Linear(512, num_classes)
+        self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(self.normalize(x))
