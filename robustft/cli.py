@@ -58,7 +58,7 @@ ImageSizeOption = Annotated[Optional[int], typer.Option(help="Image size for ima
 DownloadOption = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Allow downloading missing weights and data.")]
 ModelOption = Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")]
 DatasetOption = Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")]
-LrStepOption = Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default 1).")]
+LrStepOption = Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default: a third of the run).")]
 WeightDecayOption = Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")]
 MomentumOption = Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")]
 AttackOption = Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")]
@@ -105,7 +105,7 @@ def finetune(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 3).")] = None,
     norms: Annotated[Optional[str], typer.Option(help="Training norms, e.g. 1,inf (default: the scheme's).")] = None,
     eps: EpsOption = None,
-    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate, divided by 10 every --lr-step epochs.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate, divided by 10 every --lr-step epochs (default: every third of the run).")] = None,
     lr_step: LrStepOption = None,
     lr_schedule: Annotated[Optional[str], typer.Option(help="step (fine-tuning, default), piecewise or cyclic (from scratch).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 128).")] = None,
@@ -133,6 +133,7 @@ def finetune(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Also checkpoint every N batches (default 0: at epoch ends only).")] = None,
     max_nan_batches: Annotated[Optional[int], typer.Option(help="Skip up to N batches with a non-finite loss before stopping (default 0).")] = None,
     amp: Annotated[Optional[str], typer.Option(help="Mixed precision: bf16, fp16 (with a gradient scaler) or off; default bf16 on CUDA (fp16 on GPUs without bf16), off on CPU.")] = None,
+    attack_precision: Annotated[Optional[str], typer.Option(help="Training attacks in fp32 (default, as the papers' code) or amp (the run's --amp autocast: faster, weaker).")] = None,
     channels_last: ChannelsLastOption = None,
     cudnn_benchmark: CudnnBenchmarkOption = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default off).")] = None,
@@ -148,7 +149,7 @@ def finetune(
     result = run_finetune(
         config_file=config,
         resume=resume, checkpoint_every=checkpoint_every, max_nan_batches=max_nan_batches,
-        amp=amp, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model, pin_memory=pin_memory,
+        amp=amp, attack_precision=attack_precision, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model, pin_memory=pin_memory,
         progress=_progress(quiet, json_output),
         model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
         lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack,
@@ -192,6 +193,7 @@ def eval_command(
     device: DeviceOption = None,
     channels_last: ChannelsLastOption = None,
     cudnn_benchmark: CudnnBenchmarkOption = None,
+    strict: Annotated[bool, typer.Option("--strict", help="An adversarial point outside its ball or [0, 1] is an error (default: projected onto both, counted, flagged).")] = False,
     sanity: Annotated[bool, typer.Option("--sanity", help="Also run the gradient-masking checks (more steps, more restarts, transfer, l-inf radius 1) on up to 200 of the points.")] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -205,7 +207,7 @@ def eval_command(
         batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
         model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
         data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
-        channels_last=channels_last, cudnn_benchmark=cudnn_benchmark,
+        channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, strict=strict,
     )
     from robustft.distributed import is_main
 

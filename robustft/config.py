@@ -33,7 +33,7 @@ class FinetuneConfig:
     epochs: int = 3
     batch_size: int = 128
     lr: float | None = None  # default: the model's fine-tuning lr, else 0.05
-    lr_step: float = 1.0  # epochs between divisions of the lr by 10 (1/3 on ImageNet)
+    lr_step: float | None = None  # epochs between divisions of the lr by 10; default: a third of the run
     lr_schedule: str = "step"  # step (fine-tuning), piecewise or cyclic (from scratch)
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -49,6 +49,7 @@ class FinetuneConfig:
     workers: int | None = None  # data-loading processes (default: 0 on CPU, up to 4 on CUDA)
     # The GPU path (issue 5): None / "auto" means on for CUDA, off for the CPU (numerically unchanged).
     amp: str = "auto"  # mixed precision: bf16 autocast, fp16 autocast with a gradient scaler, or off
+    attack_precision: str = "fp32"  # training attacks in fp32 (the papers' code), or "amp": the run's autocast
     channels_last: bool | None = None
     cudnn_benchmark: bool | None = None
     compile: bool = False  # torch.compile the model for the updates and attacks
@@ -91,7 +92,12 @@ OPERATIONAL_FIELDS = frozenset(
 )
 _BOOL_FIELDS = {"download", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
 _FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay", "trades_beta"}
-_CHOICES = {"lr_schedule": ("step", "piecewise", "cyclic"), "outer_loss": ("ce", "trades"), "amp": ("auto", "bf16", "fp16", "off")}
+_CHOICES = {
+    "lr_schedule": ("step", "piecewise", "cyclic"),
+    "outer_loss": ("ce", "trades"),
+    "amp": ("auto", "bf16", "fp16", "off"),
+    "attack_precision": ("fp32", "amp"),
+}
 _POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}
 
 

@@ -202,6 +202,13 @@ class TrainContext(abc.ABC):
         ]
         return self.reduce_sum(torch.cat(parts)).tolist()
 
+    def attack_autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The precision context for a training attack. By default (``--attack-precision fp32``) autocast is
+        off inside it, as in both papers' reference code: gradients computed in bf16/fp16 are weaker and
+        misreport the robust training error E-AT samples by. ``--attack-precision amp`` keeps the run's
+        autocast. :meth:`attack` applies it; a scheme running an attack of its own (MSD) wraps it in this."""
+        return contextlib.nullcontext()
+
     def update_autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The mixed-precision context for the forward pass of a scheme's own update (RAMP's natural copy):
         the run's bf16 autocast, or no autocast when the run's ``--amp`` is off or ``fp16`` (fp16 updates
@@ -256,6 +263,11 @@ class Scheme(abc.ABC):
             raise UnknownNameError(f"option of scheme {self.name!r}", sorted(unknown)[0], self.options)
         for key, spec in self.options.items():
             setattr(self, key.replace("-", "_"), spec.convert(self.name, options.get(key, spec.default)))
+
+    def threat_model_warnings(self, eps: Mapping[Norm, Fraction], dim: int) -> list[str]:
+        """Sentences to warn with before training, given the radii of the whole threat model (the data set's
+        defaults and ``--eps``, every norm, trained or not) and the input dimension; none by default."""
+        return []
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:

@@ -143,7 +143,8 @@ class EngineContext(TrainContext):
         was_training = model.training
         model.eval()  # BatchNorm statistics stay frozen while attacking
         try:
-            result = attack(model, x, y)
+            with self.attack_autocast():
+                result = attack(model, x, y)
         finally:
             model.train(was_training)
         checked(result, AttackResult, what=f"the {norm.label} training attack", plugin=self._attack_plugin)
@@ -175,6 +176,11 @@ class EngineContext(TrainContext):
     @functools.cached_property
     def performance(self) -> Performance:
         return Performance.resolve(self.config, self.device)
+
+    def attack_autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.attack_precision == "amp":
+            return contextlib.nullcontext()  # inherit the run's autocast around the scheme's loss
+        return torch.autocast(device_type=self.device.type, enabled=False)
 
     def update_autocast(self) -> contextlib.AbstractContextManager[Any]:
         perf = self.performance
@@ -377,6 +383,8 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         if norm not in attack_factory.norms:
             raise BadInputError(f"Attack {attack_factory.name!r} does not support norm {norm}.")
     scheme = scheme_cls(norms, **config.options)
+    for message in scheme.threat_model_warnings(eps, dataset.dim):
+        log.warning(message)
     device = distributed.local_device(select_device(config.device))
     check_device(device)
     config = dataclasses.replace(
@@ -740,7 +748,7 @@ class Trainer:
             distributed.broadcast_buffers(self.model)  # every rank attacks with rank 0's BatchNorm statistics
             # BatchNorm statistics move during the loss's forward passes; a skipped batch must not keep them.
             buffers = [b.detach().clone() for b in model.buffers()] if c.max_nan_batches else []
-            with perf.autocast(device):  # the attacks run inside the scheme's loss, so they are covered too
+            with perf.autocast(device):  # the attacks inside the loss switch it off (ctx.attack_autocast)
                 loss, logs = self._checked_loss(scheme.loss(model, x, y, ctx))
             record: dict[str, Any] = {"kind": "batch", "epoch": epoch + 1, "batch": ctx.batch + 1, "lr": lr}
             value, images, finite = self._global_loss(loss, x.shape[0])

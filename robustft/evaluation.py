@@ -4,13 +4,17 @@ For each norm the suite's attacks run one after the other, each only on the poin
 robust (clean-correct and not broken by an earlier attack). A point counts as broken only when the
 evaluator itself has checked that the returned point lies in its lp ball and in [0, 1]
 (:func:`robustft.lp.check_in_ball_and_box`) and that the model misclassifies it; an attack's own
-"success" flag is never trusted. A point is robust in the union when it is clean-correct and robust in
+"success" flag is never trusted. A returned point outside its ball or the box (an attack plugin that leaves
+the ball by a hair, say) is neither trusted nor dropped: it is projected onto the ball and the box
+(:func:`robustft.lp.project`; non-finite coordinates become the clean ones), the projected point is
+classified and counted, and the result carries the number of such ``invalid`` points per norm, which the
+table flags; ``strict=True`` (``--strict``) makes any invalid point an error instead. A point is robust in the union when it is clean-correct and robust in
 every norm evaluated.
 
 Under ``torchrun`` (see :mod:`robustft.distributed` and docs/distributed.md) the work is sharded by
 batch: the batches a single process would form (the still-robust points, in index order, cut every
 ``batch_size``) are dealt round-robin, batch ``b`` to rank ``b mod world``. Every rank attacks its
-batches, and the per-point outcomes (clean-correct, broken, rejected) are summed over the ranks after
+batches, and the per-point outcomes (clean-correct, broken, invalid) are summed over the ranks after
 each attack, so that every rank knows which points the next attack must see and rank 0 computes the
 union from every point. Since APGD re-seeds its generator at every call, an attack's result on a batch
 depends only on the batch; the batches being those of one process, the table is the same as in one
@@ -35,9 +39,9 @@ from robustft import distributed
 from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
-from robustft.lp import check_in_ball_and_box
+from robustft.lp import check_in_ball_and_box, project
 from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
-from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms, sort_norms
+from robustft.norms import Norm, eps_to_strings, format_radius, normalise_eps, parse_norms, sort_norms
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 from robustft.registry import Registries
@@ -61,8 +65,8 @@ class EvalResult:
     seconds: float
     #: the run folder, for a fine-tuned model
     run: str | None = None
-    #: adversarial points an attack returned outside its ball or [0, 1]; they were not counted as broken
-    rejected: dict[Norm, int] = field(default_factory=dict)
+    #: adversarial points an attack returned outside its ball or [0, 1]; counted after projection onto both
+    invalid: dict[Norm, int] = field(default_factory=dict)
     #: per point: clean-correct, and robust per norm (kept in memory for distributed gathering and tests)
     per_point: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
@@ -76,7 +80,7 @@ class EvalResult:
             "n": self.n,
             "suite": self.suite,
             "eps": eps_to_strings(self.eps),
-            "rejected_points": {n.value: c for n, c in self.rejected.items()},
+            "invalid_points": {n.value: c for n, c in self.invalid.items()},
             "seconds": self.seconds,
             **({"run": self.run} if self.run else {}),
         }
@@ -87,6 +91,22 @@ def _requires_grad_off(model: nn.Module) -> list[bool]:
     for p in model.parameters():
         p.requires_grad_(False)  # attacks need input gradients only
     return flags
+
+
+class InvalidPointsError(UserError):
+    """Under ``strict``, an attack returned points outside their ball or [0, 1]."""
+
+
+def valid_adversarial(x_adv: Tensor, x: Tensor, norm: Norm, radius: float) -> tuple[Tensor, Tensor]:
+    """``x_adv`` with every point outside its ball or the box projected onto both, and the mask of the points
+    that needed it. Non-finite coordinates are replaced by the clean ones before projecting."""
+    valid = check_in_ball_and_box(x_adv, x, norm, radius)
+    if bool(valid.all()):
+        return x_adv, ~valid
+    delta = torch.nan_to_num(x_adv - x, nan=0.0, posinf=0.0, neginf=0.0)
+    projected = (x + project(delta, x, norm, radius)).clamp(0.0, 1.0)
+    fixed = torch.where(valid.view(-1, *[1] * (x.dim() - 1)), x_adv, projected)
+    return fixed, ~valid
 
 
 def evaluate_model(
@@ -105,6 +125,7 @@ def evaluate_model(
     name: str = "model",
     progress: ProgressReporter | None = None,
     channels_last: bool = False,
+    strict: bool = False,
 ) -> EvalResult:
     """Evaluate one model on the first ``n_ex`` test points (the papers' protocol uses the first 1000).
 
@@ -112,6 +133,8 @@ def evaluate_model(
     the batches (see the module docstring) and every rank returns the full result. ``channels_last``
     hands image batches to the model in that memory format (for a model already converted to it).
     Attacks and checks run in float32: no autocast, whose weaker gradients would overstate robustness.
+    ``strict`` raises :class:`InvalidPointsError` when an attack returns a point outside its ball or [0, 1]
+    (otherwise such points are projected and counted, see the module docstring).
     """
     progress = progress if progress is not None and distributed.is_main() else ProgressReporter()
     device = device or next(model.parameters()).device
@@ -132,11 +155,11 @@ def evaluate_model(
                 clean[part] = model(x_all[part].to(device)).argmax(1).cpu() == y_all[part]
         clean = distributed.all_reduce_sum(clean) > 0
         robust: dict[Norm, Tensor] = {}
-        rejected: dict[Norm, int] = {}
+        invalid: dict[Norm, int] = {}
         for norm in sort_norms(norms):
             radius = float(eps[norm])
             still = clean.clone()
-            rejected[norm] = 0
+            invalid[norm] = 0
             attacks = suite.attacks(
                 norm, radius, num_classes=dataset.num_classes, steps=steps, seed=seed, registry=registries.attacks
             )
@@ -154,21 +177,27 @@ def evaluate_model(
                     x, y = x_all[part].to(device), y_all[part].to(device)
                     if channels_last and x.dim() == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    x_adv = attack(model, x, y).x_adv.detach()
-                    valid = check_in_ball_and_box(x_adv, x, norm, radius).cpu()
+                    x_adv, projected = valid_adversarial(attack(model, x, y).x_adv.detach(), x, norm, radius)
                     with torch.no_grad():
                         wrong = model(x_adv).argmax(1).cpu() != y.cpu()
-                    broken[part[valid & wrong]] = True
-                    outside += (~valid).sum()
+                    broken[part[wrong]] = True
+                    outside += projected.sum().cpu()
                     progress.advance({"robust": f"{int((still & ~broken).sum())}/{n}"})
                 progress.stop()
                 still &= ~(distributed.all_reduce_sum(broken) > 0)
-                rejected[norm] += int(distributed.all_reduce_sum(outside))
+                count = int(distributed.all_reduce_sum(outside))
+                invalid[norm] += count
+                if count and strict:
+                    raise InvalidPointsError(
+                        f"Attack {label!r} returned {count} point(s) outside the {norm.label} ball of radius "
+                        f"{format_radius(Fraction(eps[norm]))} or [0, 1] for {name} (--strict)."
+                    )
             robust[norm] = still
-            if rejected[norm] and distributed.is_main():
+            if invalid[norm] and distributed.is_main():
                 log.warning(
-                    "%s: %d adversarial point(s) in %s lay outside the ball or [0, 1] and were not counted as broken.",
-                    name, rejected[norm], norm.label,
+                    "%s: %d adversarial point(s) in %s lay outside the ball or [0, 1]; they were projected onto both "
+                    "and counted as the projected points classify.",
+                    name, invalid[norm], norm.label,
                 )
     finally:
         for p, flag in zip(model.parameters(), flags):
@@ -187,7 +216,7 @@ def evaluate_model(
         eps={k: Fraction(eps[k]) for k in sort_norms(norms)},
         dataset=dataset.name,
         seconds=time.perf_counter() - start,
-        rejected=rejected,
+        invalid=invalid,
         per_point={"clean": clean, "union": union, **{k.value: v for k, v in robust.items()}},
     )
 
@@ -242,6 +271,7 @@ def evaluate(
     data_options: Mapping[str, Any] | None = None,
     channels_last: bool | None = None,
     cudnn_benchmark: bool | None = None,
+    strict: bool = False,
 ) -> EvalReport:
     """Evaluate a model (``model``), a run and its base (``run``), or, with neither, the latest run and its base.
 
@@ -249,6 +279,7 @@ def evaluate(
     ``data_options`` (``data_dir``, ``image_size``, ``download``) to the data set; for a run they
     override what the run recorded. ``channels_last`` and ``cudnn_benchmark`` (None: on for CUDA, off
     on the CPU) are the GPU path of fine-tuning, without its mixed precision (see :func:`evaluate_model`).
+    ``strict`` makes an adversarial point outside its ball or [0, 1] an error instead of a projected point.
     """
     if model is not None and run is not None:
         raise BadInputError("Give --model or --run, not both.")
@@ -298,6 +329,7 @@ def evaluate(
         evaluate_model(
             net, data, norm_list, radii, suite=suite_obj, registries=registries, n_ex=n_ex, steps=steps,
             batch_size=batch_size, device=torch_device, seed=seed, name=label, progress=progress, channels_last=channels_last,
+            strict=strict,
         )
         for label, net in targets
     ]

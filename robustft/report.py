@@ -50,7 +50,14 @@ def eval_table(report: "EvalReport") -> Table:
     norms = [n for n in DISPLAY_ORDER if n in first.robust]
     title = f"Robust accuracy (%) on {first.n} {first.dataset} test points, suite {first.suite}"
     runs = [r.run for r in report.results if r.run]
-    caption = f"fine-tuned: {runs[0]}; deltas against the base model" if runs else None
+    notes = [f"fine-tuned: {runs[0]}; deltas against the base model"] if runs else []
+    flagged = [(row.name, norm, row.invalid[norm]) for row in report.results for norm in norms if row.invalid.get(norm)]
+    if flagged:
+        notes.append(
+            "* invalid adversarial points, projected onto their ball and [0, 1] before counting: "
+            + ", ".join(f"{name} {norm.label} {count}" for name, norm, count in flagged)
+        )
+    caption = "\n".join(notes) or None
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")
@@ -61,7 +68,8 @@ def eval_table(report: "EvalReport") -> Table:
         base = first if (report.has_base and i > 0) else None
         cells = [row.name, _pct(row.clean) + (_delta(row.clean, base.clean) if base else "")]
         for norm in norms:
-            cells.append(_pct(row.robust[norm]) + (_delta(row.robust[norm], base.robust[norm]) if base else ""))
+            mark = "*" if row.invalid.get(norm) else ""
+            cells.append(_pct(row.robust[norm]) + mark + (_delta(row.robust[norm], base.robust[norm]) if base else ""))
         cells.append(_pct(row.union) + (_delta(row.union, base.union) if base else ""))
         table.add_row(*cells)
     return table

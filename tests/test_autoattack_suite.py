@@ -102,7 +102,7 @@ def test_both_suites_agree_on_a_small_model() -> None:
         assert 0.0 < eat.robust[norm] < eat.clean  # the comparison is not vacuous
         assert abs(eat.robust[norm] - aa.robust[norm]) <= TOLERANCE, (norm, eat.robust, aa.robust)
     assert abs(eat.union - aa.union) <= TOLERANCE
-    assert not any(aa.rejected.values())  # every AutoAttack point lay in its ball and [0, 1]
+    assert not any(aa.invalid.values())  # every AutoAttack point lay in its ball and [0, 1]
 
 
 class _DigitsInColour:

@@ -137,3 +137,28 @@ def test_bad_options():
         EAT(EAT.default_norms, sampling="sometimes")
     with pytest.raises(UnknownNameError, match="sampling"):
         EAT(EAT.default_norms, samplin="paper")
+
+
+def test_warns_when_the_hull_does_not_cover_the_l2_radius():
+    from fractions import Fraction
+
+    from robustft_plugins.schemes.eat import EAT
+
+    mnist = {Norm.L1: Fraction(10), Norm.L2: Fraction(2), Norm.LINF: Fraction(3, 10)}
+    (message,) = EAT((Norm.LINF, Norm.L1)).threat_model_warnings(mnist, 784)
+    assert "radius 1.74" in message and "l2 radius 2 " in message and "--scheme max or --norms 1,2,inf" in message
+    cifar = {Norm.L1: Fraction(12), Norm.L2: Fraction(1, 2), Norm.LINF: Fraction(8, 255)}
+    assert EAT((Norm.LINF, Norm.L1)).threat_model_warnings(cifar, 3072) == []
+    (wide,) = EAT((Norm.LINF, Norm.L1)).threat_model_warnings({**cifar, Norm.L2: Fraction(3, 2)}, 3072)
+    assert "radius 0.614" in wide and "l2 radius 1.5 " in wide
+    assert EAT((Norm.LINF, Norm.L2, Norm.L1)).threat_model_warnings(mnist, 784) == []  # l2 trained itself
+
+
+def test_finetune_prints_the_hull_warning(capsys, monkeypatch, base_model):
+    from helpers import cli_in_process
+
+    result = cli_in_process(capsys, monkeypatch, "finetune", "--epochs", "1", "--n-train", "8", "--batch-size", "8",
+                            "--attack-steps", "1", "--eps", "2=1.5", "--quiet")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--scheme max or --norms 1,2,inf" in warnings[0]

@@ -28,7 +28,7 @@ def test_embedded_default_shows_the_union_gain(tmp_path, base_model):
     assert base["robust"]["inf"] > base["robust"]["1"]  # the base model is l-inf robust, weak in l1
     for row in (base, tuned):
         assert row["union"] <= min(row["robust"].values()) <= row["clean"]
-        assert sum(row["rejected_points"].values()) == 0
+        assert sum(row["invalid_points"].values()) == 0
 
 
 def test_eval_table_has_both_rows_with_deltas(tmp_path, base_model, capsys, monkeypatch):

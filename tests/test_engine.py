@@ -22,6 +22,28 @@ def test_schedule_divides_by_ten_at_each_epoch_boundary():
     assert lr_at("step", 0.01, 0.34, 1, 1 / 3) == pytest.approx(0.001)  # ImageNet: every third of the epoch
 
 
+def test_step_schedule_defaults_to_thirds_of_the_run():
+    # 15 epochs (E-AT Table 11, RAMP Table 7): lr, lr/10, lr/100 for five epochs each
+    assert [lr_at("step", 0.05, e, 15) for e in range(15)] == pytest.approx([0.05] * 5 + [0.005] * 5 + [0.0005] * 5)
+    # 1 epoch (ImageNet): every third of the epoch
+    assert [lr_at("step", 0.01, t, 1) for t in (0, 0.33, 0.34, 0.4, 0.66, 0.67, 0.99)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001, 0.001, 0.0001, 0.0001]
+    )
+    assert [lr_at("step", 0.05, e, 3) for e in (0, 1, 2)] == pytest.approx([0.05, 0.005, 0.0005])  # unchanged
+
+
+def test_runs_of_15_and_1_epochs_follow_the_thirds(tmp_path, base_model):
+    long = robustft.finetune(scheme="clean", epochs=15, n_train=16, batch_size=16, out=str(tmp_path / "long"))
+    first_of_epoch = [m["lr"] for m in read_metrics(long.run_dir) if m["kind"] == "batch" and m["batch"] == 1]
+    assert first_of_epoch == pytest.approx([0.05] * 5 + [0.005] * 5 + [0.0005] * 5)
+    short = robustft.finetune(scheme="clean", epochs=1, n_train=80, batch_size=8, out=str(tmp_path / "short"))
+    by_position = {(m["batch"] - 1) / 10: m["lr"] for m in read_metrics(short.run_dir) if m["kind"] == "batch"}
+    assert by_position[0.0] == pytest.approx(0.05) and by_position[0.4] == pytest.approx(0.005)
+    assert by_position[0.9] == pytest.approx(0.0005)
+    explicit = robustft.finetune(scheme="clean", epochs=2, lr_step=1.0, n_train=16, batch_size=16, out=str(tmp_path / "step"))
+    assert [m["lr"] for m in read_metrics(explicit.run_dir) if m["kind"] == "batch"] == pytest.approx([0.05, 0.005])
+
+
 def test_from_scratch_schedules():
     assert [lr_at("piecewise", 0.1, t, 100) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
     assert [lr_at("cyclic", 0.2, t, 10) for t in (0, 2, 4, 7, 10)] == pytest.approx([0, 0.1, 0.2, 0.1, 0])
@@ -33,8 +55,11 @@ class ModeRecordingAttack(Attack):
     def __init__(self) -> None:
         self.modes: list[bool] = []
 
+        self.autocast: list[bool] = []
+
     def __call__(self, model, x, y):
         self.modes.append(model.training)
+        self.autocast.append(torch.is_autocast_enabled(x.device.type))
         return AttackResult(x_adv=x, loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool))
 
 
@@ -46,6 +71,36 @@ class Factory(AttackFactory):
 
     def build(self, norm, eps, *, steps, purpose="train", **options):
         return self.attack
+
+
+@pytest.mark.parametrize("precision,expected", [("fp32", False), ("amp", True)])
+def test_attacks_run_without_the_runs_autocast_unless_asked(precision, expected):
+    """Both papers' code attacks in fp32; the update keeps the run's bf16/fp16 autocast."""
+    from robustft.config import FinetuneConfig
+
+    factory = Factory()
+    config = FinetuneConfig(lr=0.05, amp="bf16", attack_precision=precision)
+    ctx = EngineContext(nn.Linear(4, 2), torch.device("cpu"), {Norm.LINF: 0.1}, factory, 10, 1, 1, torch.Generator(), 2, config=config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ctx.attack(Norm.LINF, torch.rand(3, 4), torch.zeros(3, dtype=torch.long))
+        assert torch.is_autocast_enabled("cpu")  # restored for the update
+    assert factory.attack.autocast == [expected]
+
+
+def test_msd_attacks_in_fp32_too():
+    from robustft.config import FinetuneConfig
+    from robustft_plugins.schemes.msd import MSD
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    seen: list[bool] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+    config = FinetuneConfig(lr=0.05, amp="bf16")
+    eps = {Norm.LINF: 0.1, Norm.L2: 0.3, Norm.L1: 1.0}
+    ctx = EngineContext(model, torch.device("cpu"), eps, Factory(), 2, 1, 1, torch.Generator(), 3, config=config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        MSD((Norm.LINF, Norm.L2, Norm.L1)).loss(model, torch.rand(5, 4), torch.zeros(5, dtype=torch.long), ctx)
+    assert seen[:-1] and not any(seen[:-1])  # every attack pass in fp32
+    assert seen[-1]  # the update's forward pass under the run's autocast
 
 
 def test_model_is_in_eval_mode_while_attacked_and_back_in_train_mode():
@@ -74,7 +129,8 @@ def test_run_folder_contents(tmp_path, base_model):
     metrics = read_metrics(run)
     batches = [m for m in metrics if m["kind"] == "batch"]
     epochs = [m for m in metrics if m["kind"] == "epoch"]
-    assert [b["lr"] for b in batches] == pytest.approx([0.05, 0.05, 0.005, 0.005])
+    # thirds of 2 epochs: positions 0, 0.5, 1.0, 1.5 lie in thirds 0, 0, 1, 2
+    assert [b["lr"] for b in batches] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
     assert {b["norm"] for b in batches} <= {"1", "inf"}
     assert len(epochs) == 2 and epochs[0]["passes"]["attack_forward"] == 128 * 11
     checkpoint = load_torch(run / "checkpoints" / "epoch-002.pt")

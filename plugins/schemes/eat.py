@@ -27,14 +27,17 @@ cross-entropy at the adversarial point.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from robustft.contracts import Scheme, SchemeOption, TrainContext
+from robustft.errors import BadInputError
+from robustft.geometry import l2_radius_hull
 from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.norms import Norm, format_radius
 
 
 class EAT(Scheme):
@@ -56,6 +59,24 @@ class EAT(Scheme):
         super().__init__(norms, **options)
         self.errors = {n: 0.0 for n in self.norms}  # sum over attacked points of "attack succeeded"
         self.counts = {n: 0 for n in self.norms}  # attacked points per norm
+
+    def threat_model_warnings(self, eps: Mapping[Norm, Fraction], dim: int) -> list[str]:
+        """E-AT leaves out l2 because the l2 ball inside the hull of the l1 and l-inf balls covers the
+        threat model's (Thm. 3.1); say so when it does not (MNIST's defaults: 1.74 < 2)."""
+        trained = set(self.norms)
+        if Norm.L2 in trained or not {Norm.L1, Norm.LINF} <= trained or Norm.L2 not in eps:
+            return []
+        try:
+            hull = l2_radius_hull(eps[Norm.L1], eps[Norm.LINF], dim)
+        except BadInputError:  # one ball contains the other: no hull to speak of
+            return []
+        if hull >= eps[Norm.L2]:
+            return []
+        return [
+            f"E-AT trains on l1 and l-inf only, but the l2 ball inside their convex hull has radius {hull:.3g}, "
+            f"below the l2 radius {format_radius(eps[Norm.L2])} of the threat model (E-AT Thm. 3.1): "
+            "use --scheme max or --norms 1,2,inf to train on l2 as well."
+        ]
 
     def robust_errors(self) -> dict[Norm, float | None]:
         return {n: (self.errors[n] / self.counts[n] if self.counts[n] else None) for n in self.norms}

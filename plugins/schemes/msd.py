@@ -210,7 +210,8 @@ class MSD(Scheme):
         was_training = model.training
         model.eval()
         try:
-            result = attack(model, x, y)
+            with ctx.attack_autocast():
+                result = attack(model, x, y)
         finally:
             model.train(was_training)
         _record_attack_passes(ctx, result.forward_passes, result.backward_passes, x.shape[0])
