@@ -12,7 +12,7 @@ import sys
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -61,8 +61,18 @@ DatasetOption = Annotated[Optional[str], typer.Option(help="Data set (default: t
 LrStepOption = Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default: a third of the run).")]
 WeightDecayOption = Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")]
 MomentumOption = Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")]
-AttackOption = Annotated[Optional[str], typer.Option(help="Training attack family (default apgd).")]
-AttackStepsOption = Annotated[Optional[int], typer.Option(help="Attack steps during training (default 10).")]
+AttackOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--attack", metavar="[NORM=]NAME", help="Training attack family for every norm (default apgd), or NORM=NAME for one norm; repeatable: --attack inf=fgsm-rs --attack 1=apgd."),
+]
+AttackStepsOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--attack-steps", metavar="[NORM=]STEPS", help="Training attack steps for every norm (default 10), or NORM=STEPS for one norm; repeatable: --attack-steps inf=5 --attack-steps 1=15."),
+]
+AttackOptionOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--attack-option", metavar="[NORM:]NAME=VALUE", help="An option of the training attack, for every norm or one (1:topk=0.1); repeatable."),
+]
 TradesBetaOption = Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")]
 NTrainOption = Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")]
 ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA only).")]
@@ -94,6 +104,30 @@ def _options(items: list[str] | None) -> dict[str, str] | None:
     return parsed
 
 
+def _attack_settings(attack: list[str] | None, steps: list[str] | None, options: list[str] | None) -> dict[str, Any]:
+    """``--attack``, ``--attack-steps`` and ``--attack-option`` as per-norm tables (robustft.per_norm)."""
+    from robustft import per_norm
+
+    settings: dict[str, Any] = {}
+    if attack:
+        settings["attack"] = per_norm.from_items(attack, "--attack", str.strip)
+    if steps:
+        settings["attack_steps"] = per_norm.from_items(steps, "--attack-steps", per_norm.literal)
+    if options:
+        table: dict[str, dict[str, Any]] = {}
+        for item in options:
+            scope, colon, rest = item.partition(":")
+            if not colon or "=" in scope:  # NAME=VALUE (a value may hold a colon)
+                scope, rest = per_norm.ALL, item
+            key, sep, value = rest.partition("=")
+            if not sep or not key.strip():
+                raise BadInputError(f"Attack option {item!r} is not of the form NAME=VALUE or NORM:NAME=VALUE.")
+            slot = per_norm.norm_key(scope, "--attack-option")
+            table.setdefault(slot, {})[key.strip()] = per_norm.literal(value)
+        settings["attack_options"] = table
+    return settings
+
+
 # ------------------------------------------------------------------------------------------ finetune
 
 
@@ -113,6 +147,7 @@ def finetune(
     momentum: MomentumOption = None,
     attack: AttackOption = None,
     attack_steps: AttackStepsOption = None,
+    attack_option: AttackOptionOption = None,
     outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades (TRADES-XENT) at the adversarial points.")] = None,
     trades_beta: TradesBetaOption = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE, repeatable.")] = None,
@@ -152,8 +187,8 @@ def finetune(
         amp=amp, attack_precision=attack_precision, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model, pin_memory=pin_memory,
         progress=_progress(quiet, json_output),
         model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
-        lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack,
-        attack_steps=attack_steps, options=_options(option), seed=seed, device=device, out=out, n_train=n_train,
+        lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, **_attack_settings(attack, attack_steps, attack_option),
+        options=_options(option), seed=seed, device=device, out=out, n_train=n_train,
         workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
         image_size=image_size, extra_data=extra_data, download=download,
     )
@@ -251,6 +286,7 @@ def compare(
     momentum: MomentumOption = None,
     attack: AttackOption = None,
     attack_steps: AttackStepsOption = None,
+    attack_option: AttackOptionOption = None,
     outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades.")] = None,
     trades_beta: TradesBetaOption = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE for every scheme that has it, repeatable.")] = None,
@@ -281,7 +317,7 @@ def compare(
         schemes, seeds=seeds, out=out, norms=norms, n_ex=n_ex, steps=steps, suite=suite, eval_batch_size=eval_batch_size,
         config_file=config, progress=_progress(quiet, json_output),
         model=model, dataset=dataset, epochs=epochs, eps=_eps(eps), lr=lr, lr_step=lr_step, lr_schedule=lr_schedule,
-        batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, attack=attack, attack_steps=attack_steps,
+        batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, **_attack_settings(attack, attack_steps, attack_option),
         outer_loss=outer_loss, trades_beta=trades_beta, options=_options(option), seed=seed, n_train=n_train,
         workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
         image_size=image_size, download=download, device=device,

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from robustft import config as _config
-from robustft import distributed
-from robustft.config import FinetuneConfig, build_config
+from robustft import distributed, per_norm
+from robustft.config import PER_NORM_FIELDS, FinetuneConfig, build_config
 from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.io import atomic_write_text
 from robustft.norms import DISPLAY_ORDER, Norm, eps_to_strings, format_radius, parse_norms, sort_norms
@@ -151,6 +151,19 @@ def _finished(run_dir: Path) -> bool:
     return bool(info) and info.get("status") == "finished" and (run_dir / "model.pt").is_file()
 
 
+def _per_norm_differs(seen: Any, wanted: Mapping[str, Any], key: str) -> bool:
+    """Whether a run's recorded per-norm setting (resolved for its training norms) differs from the request."""
+    seen = seen if isinstance(seen, dict) else {per_norm.ALL: seen}
+    for norm, value in seen.items():
+        if key == "attack_options":
+            want = {**wanted.get(per_norm.ALL, {}), **wanted.get(norm, {})}
+        else:
+            want = wanted.get(norm, wanted.get(per_norm.ALL))
+        if value != want:
+            return True
+    return False
+
+
 def _setting_mismatch(run_dir: Path, config: FinetuneConfig) -> str | None:
     """The first setting in which the run's recorded ``config.toml`` differs from ``config``, or None."""
     try:
@@ -158,7 +171,15 @@ def _setting_mismatch(run_dir: Path, config: FinetuneConfig) -> str | None:
             recorded = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError):
         return "config.toml"
-    for key, value in config.to_toml_dict().items():
+    values = config.to_toml_dict()
+    for key in (f.name for f in dataclasses.fields(config)):
+        if key in PER_NORM_FIELDS:
+            if _per_norm_differs(recorded.get(key, {}), getattr(config, key), key):
+                return key
+            continue
+        if key not in values:
+            continue
+        value = values[key]
         if key == "options":
             if recorded.get("options", {}) != value:
                 return key
@@ -244,7 +265,8 @@ def compare(
     per_scheme_options = _scheme_options(base_config.options, classes)
     eval_norms = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
     suite_obj = registries.suites.get(suite)
-    registries.attacks.get(base_config.attack)
+    for name in base_config.attack.values():
+        registries.attacks.get(name)
     zoo, info = resolve_model(base_config.model, registries)
     dataset = resolve_dataset(base_config.dataset or info.dataset, registries, **base_config.data_options())
     radii = {**dataset.default_eps, **base_config.eps}

@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from robustft import per_norm
 from robustft.errors import BadInputError, UserError
 from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms
 
@@ -37,8 +38,10 @@ class FinetuneConfig:
     lr_schedule: str = "step"  # step (fine-tuning), piecewise or cyclic (from scratch)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    attack: str = "apgd"
-    attack_steps: int = 10
+    # Training attack per norm (robustft.per_norm): "*" is every norm not named.
+    attack: dict[str, str] = field(default_factory=lambda: {per_norm.ALL: "apgd"})
+    attack_steps: dict[str, int] = field(default_factory=lambda: {per_norm.ALL: 10})
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # the attack family's own options
     outer_loss: str = "ce"  # ce or trades
     trades_beta: float = 6.0
     options: dict[str, str] = field(default_factory=dict)  # scheme options
@@ -81,11 +84,15 @@ class FinetuneConfig:
                 value = [n.value for n in value]
             elif f.name == "eps":
                 value = eps_to_strings(value)
+            elif f.name in PER_NORM_FIELDS:
+                value = per_norm.to_toml(value)
+                if value == {}:
+                    continue
             data[f.name] = value
         return data
 
 
-_INT_FIELDS = {"epochs", "batch_size", "attack_steps", "seed", "n_train", "workers", "image_size", "checkpoint_every", "max_nan_batches"}
+_INT_FIELDS = {"epochs", "batch_size", "seed", "n_train", "workers", "image_size", "checkpoint_every", "max_nan_batches"}
 #: Settings that change how a run is carried out, not what it computes: ``--resume`` accepts new values.
 OPERATIONAL_FIELDS = frozenset(
     {"device", "workers", "checkpoint_every", "max_nan_batches", "amp", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
@@ -98,11 +105,57 @@ _CHOICES = {
     "amp": ("auto", "bf16", "fp16", "off"),
     "attack_precision": ("fp32", "amp"),
 }
-_POSITIVE = {"epochs", "batch_size", "attack_steps", "lr", "lr_step"}
+_POSITIVE = {"epochs", "batch_size", "lr", "lr_step"}
+#: Settings kept per norm (robustft.per_norm).
+PER_NORM_FIELDS = frozenset({"attack", "attack_steps", "attack_options"})
+
+
+def _attack_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInputError(f"An attack is named by a string such as 'apgd', got {value!r}.")
+    return value.strip()
+
+
+def _attack_steps(value: Any) -> int:
+    if isinstance(value, str):
+        value = per_norm.literal(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BadInputError(f"Attack steps must be a positive integer, got {value!r}.")
+    return value
+
+
+def _attack_option_table(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise BadInputError(f"Attack options of a norm must be a table such as {{topk = 0.1}}, got {value!r}.")
+    return {str(k): v for k, v in value.items()}
+
+
+def convert_attack_options(value: Any) -> dict[str, dict[str, Any]]:
+    """``{topk = 0.1}`` (every norm), ``{1 = {topk = 0.1}}`` (one norm), or both mixed, as a per-norm table."""
+    if not isinstance(value, Mapping):
+        raise BadInputError("'attack_options' must be a table such as {topk = 0.1} or {1 = {topk = 0.1}}.")
+    every = {str(k): v for k, v in value.items() if not isinstance(v, Mapping)}
+    tables = per_norm.normalise({k: v for k, v in value.items() if isinstance(v, Mapping)}, "attack_options", _attack_option_table)
+    if every:
+        tables[per_norm.ALL] = {**tables.get(per_norm.ALL, {}), **every}
+    return tables
+
+
+def merge_attack_options(base: Mapping[str, dict[str, Any]], layer: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged = {k: dict(v) for k, v in base.items()}
+    for key, table in layer.items():
+        merged[key] = {**merged.get(key, {}), **table}
+    return merged
 
 
 def _convert(name: str, value: Any, source: str) -> Any:
     try:
+        if name == "attack":
+            return per_norm.normalise(value, f"{source}: 'attack'", _attack_name)
+        if name == "attack_steps":
+            return per_norm.normalise(value, f"{source}: 'attack_steps'", _attack_steps)
+        if name == "attack_options":
+            return convert_attack_options(value)
         if name == "norms":
             if not isinstance(value, (str, list, tuple)):
                 raise BadInputError(f"{source}: 'norms' must be a list such as [\"1\", \"inf\"] or a string such as \"1,inf\".")
@@ -182,40 +235,20 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> FinetuneCo
                 converted = _convert(name, value, source)
             if name in {"eps", "options"}:  # merge tables key by key
                 converted = {**getattr(config, name), **converted}
+            elif name in {"attack", "attack_steps"}:
+                converted = per_norm.merge(getattr(config, name), converted)
+            elif name == "attack_options":
+                converted = merge_attack_options(config.attack_options, converted)
             setattr(config, name, converted)
     return config
 
 
-# ------------------------------------------------------------------------------ a small TOML writer
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_value(key)
+# ------------------------------------------------------------------------------------- TOML output
 
 
 def dumps_toml(data: Mapping[str, Any], header: str = "") -> str:
-    """Write a mapping of scalars, lists and one level of tables as TOML."""
-    lines = [f"# {line}" for line in header.splitlines()]
-    tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
-    for key, value in data.items():
-        if key not in tables:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, table in tables.items():
-        lines.append("")
-        lines.append(f"[{_toml_key(key)}]")
-        for sub, value in table.items():
-            lines.append(f"{_toml_key(str(sub))} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    """``data`` as TOML (tomli-w, which escapes every string TOML needs escaped), after a comment header."""
+    import tomli_w
+
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + tomli_w.dumps(dict(data))

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 import robustft
-from robustft import distributed, memory
+from robustft import distributed, memory, per_norm
 from robustft.config import OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
@@ -90,6 +90,21 @@ class PassCounter:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class TrainingAttack:
+    """The training attack of one norm: its family, the plugin that registered it, steps and options."""
+
+    factory: AttackFactory
+    plugin: str
+    steps: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, norm: Norm, eps: float) -> Attack:
+        """The attack for ``norm`` at radius ``eps``; a family that refuses its options says so in one sentence."""
+        built = self.factory.build(norm, eps, steps=self.steps, purpose="train", **self.options)
+        return checked(built, Attack, what=f"attack {getattr(self.factory, 'name', '?')!r} build()", plugin=self.plugin)
+
+
 class EngineContext(TrainContext):
     """The engine's implementation of :class:`robustft.contracts.TrainContext`."""
 
@@ -98,7 +113,7 @@ class EngineContext(TrainContext):
         model: nn.Module,
         device: torch.device,
         eps: Mapping[Norm, float],
-        attack_factory: AttackFactory,
+        attack_factory: AttackFactory | None,
         attack_steps: int,
         epochs: int,
         batches_per_epoch: int,
@@ -108,7 +123,10 @@ class EngineContext(TrainContext):
         optimizer: torch.optim.Optimizer | None = None,
         attack_plugin: str | None = None,
         update_model: nn.Module | None = None,
+        attacks: Mapping[Norm, TrainingAttack] | None = None,
     ) -> None:
+        """``attacks`` gives each training norm its own family, steps and options (a run's plan); without
+        it every norm of ``eps`` gets ``attack_factory`` with ``attack_steps`` steps."""
         self.model = model
         #: What Scheme.loss receives: ``model``, or under torchrun the DDP wrapper around it.
         self.update_model = model if update_model is None else update_model
@@ -123,23 +141,27 @@ class EngineContext(TrainContext):
         self.passes = PassCounter()
         self.config = config or FinetuneConfig(lr=0.05)
         self.optimizer = optimizer if optimizer is not None else self.make_optimizer(model)
-        self._factory = attack_factory
-        self._attack_plugin = attack_plugin or str(getattr(attack_factory, "name", type(attack_factory).__name__))
-        self._steps = self.attack_steps = attack_steps
-        self._attacks: dict[Norm, Attack] = {}
+        if attacks is None:
+            plugin = attack_plugin or str(getattr(attack_factory, "name", type(attack_factory).__name__))
+            attacks = {norm: TrainingAttack(attack_factory, plugin, attack_steps) for norm in self.eps}
+        self.attacks = dict(attacks)
+        #: For schemes with one attack of their own across norms (MSD): the most steps any norm has.
+        self.attack_steps = max((a.steps for a in self.attacks.values()), default=attack_steps)
+        self._built: dict[Norm, Attack] = {}
 
     def training_attack(self, norm: Norm) -> Attack:
-        if norm not in self._attacks:
+        if norm not in self._built:
             if norm not in self.eps:
                 raise BadInputError(f"No radius for norm {norm}: give one with --eps {norm}=RADIUS.")
-            built = self._factory.build(norm, self.eps[norm], steps=self._steps, purpose="train")
-            what = f"attack {getattr(self._factory, 'name', '?')!r} build()"
-            self._attacks[norm] = checked(built, Attack, what=what, plugin=self._attack_plugin)
-        return self._attacks[norm]
+            if norm not in self.attacks:
+                raise BadInputError(f"No training attack for norm {norm}: give one with --attack {norm}=NAME.")
+            self._built[norm] = self.attacks[norm].build(norm, self.eps[norm])
+        return self._built[norm]
 
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
         model = self.model if model is None else self.attack_view(model)
         attack = self.training_attack(norm)
+        spec = self.attacks[norm]
         was_training = model.training
         model.eval()  # BatchNorm statistics stay frozen while attacking
         try:
@@ -147,10 +169,10 @@ class EngineContext(TrainContext):
                 result = attack(model, x, y)
         finally:
             model.train(was_training)
-        checked(result, AttackResult, what=f"the {norm.label} training attack", plugin=self._attack_plugin)
+        checked(result, AttackResult, what=f"the {norm.label} training attack", plugin=spec.plugin)
         n = x.shape[0]
-        self.passes.attack_forward += n * int(getattr(attack, "last_forward_passes", self._steps + 1))
-        self.passes.attack_backward += n * int(getattr(attack, "last_backward_passes", self._steps))
+        self.passes.attack_forward += n * int(getattr(attack, "last_forward_passes", spec.steps + 1))
+        self.passes.attack_backward += n * int(getattr(attack, "last_backward_passes", spec.steps))
         return result
 
     def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
@@ -274,8 +296,7 @@ class Plan:
     config: FinetuneConfig
     scheme_cls: type[Scheme]
     scheme: Scheme
-    attack_factory: AttackFactory
-    attack_plugin: str
+    attacks: dict[Norm, TrainingAttack]
     zoo: ModelZoo
     info: ModelInfo
     dataset: DatasetPlugin
@@ -287,6 +308,28 @@ class Plan:
     loader: torch.utils.data.DataLoader
     data_rng: torch.Generator
     performance: Performance
+
+
+def training_attacks(
+    config: FinetuneConfig, norms: Iterable[Norm], eps: Mapping[Norm, Fraction], registries: Registries
+) -> dict[Norm, TrainingAttack]:
+    """Pre-flight: each training norm's attack family, steps and options (``--attack``, ``--attack-steps``,
+    ``--attack-option``, per norm or for all), checked by building each attack once."""
+    attacks = {}
+    for norm in norms:
+        factory = registries.attacks.get(per_norm.resolve(config.attack, norm, "--attack"))
+        if norm not in factory.norms:
+            others = ", ".join(n.value for n in factory.norms)
+            raise BadInputError(
+                f"Attack {factory.name!r} does not support norm {norm} (only {others}): "
+                f"give that norm another attack with --attack {norm}=NAME."
+            )
+        options = {**config.attack_options.get(per_norm.ALL, {}), **config.attack_options.get(norm.value, {})}
+        spec = TrainingAttack(factory, registries.plugin_of("attacks", factory),
+                              per_norm.resolve(config.attack_steps, norm, "--attack-steps"), options)
+        spec.build(norm, float(eps[norm]))
+        attacks[norm] = spec
+    return attacks
 
 
 def check_radii(eps: Mapping[Norm, Fraction], norms: Iterable[Norm], dataset: DatasetPlugin) -> None:
@@ -372,16 +415,14 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     ``run_dir`` is the existing folder of a resumed run.
     """
     scheme_cls = registries.schemes.get(config.scheme)
-    attack_factory = registries.attacks.get(config.attack)
-    attack_plugin = registries.plugin_of("attacks", attack_factory)
+    for name in config.attack.values():
+        registries.attacks.get(name)  # an unknown family first, before anything loads
     zoo, info = resolve_model(config.model, registries)
     dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
     norms = tuple(config.norms or scheme_cls.default_norms)
     eps = {**dataset.default_eps, **config.eps}
     check_radii(eps, norms, dataset)
-    for norm in norms:
-        if norm not in attack_factory.norms:
-            raise BadInputError(f"Attack {attack_factory.name!r} does not support norm {norm}.")
+    attacks = training_attacks(config, norms, eps, registries)
     scheme = scheme_cls(norms, **config.options)
     for message in scheme.threat_model_warnings(eps, dataset.dim):
         log.warning(message)
@@ -393,6 +434,10 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         norms=norms,
         eps={n: eps[n] for n in norms},
         lr=config.lr or info.finetune_lr or 0.05,
+        # what each training norm resolved to, as config.toml records it
+        attack={n.value: attacks[n].factory.name for n in norms},
+        attack_steps={n.value: attacks[n].steps for n in norms},
+        attack_options={n.value: dict(attacks[n].options) for n in norms if attacks[n].options},
     )
     if run_dir is None:
         # Under torchrun rank 0 names the folder (it may hold a timestamp) and tells the others.
@@ -427,7 +472,7 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         # A checkpoint holds the weights and the optimizer's momentum; two mid-epoch ones are kept besides
         # the epoch checkpoints, so ask for room for a few of them at least.
         check_free_space(run_dir, 64 * 2**20 + 6 * _model_bytes(model))
-    return Plan(config, scheme_cls, scheme, attack_factory, attack_plugin, zoo, info, dataset, norms,
+    return Plan(config, scheme_cls, scheme, attacks, zoo, info, dataset, norms,
                 {n: eps[n] for n in norms}, device, run_dir, model, loader, data_rng, performance)
 
 
@@ -591,14 +636,14 @@ class Trainer:
             update_model=self.train_model,
             device=plan.device,
             eps={n: float(plan.eps[n]) for n in plan.norms},
-            attack_factory=plan.attack_factory,
-            attack_steps=c.attack_steps,
+            attack_factory=None,
+            attack_steps=0,
+            attacks=plan.attacks,
             epochs=c.epochs,
             batches_per_epoch=len(self.loader),
             rng=torch.Generator().manual_seed(c.seed + 1),
             num_classes=plan.dataset.num_classes,
             config=c,
-            attack_plugin=plan.attack_plugin,
         )
         self.optimizer = self.ctx.optimizer
         # Schemes that keep the default epoch (batch after batch) can stop and resume anywhere in it;

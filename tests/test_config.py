@@ -78,7 +78,7 @@ VALID_FIELDS = {
     "lr_schedule": st.sampled_from(["step", "piecewise", "cyclic"]),
     "momentum": st.floats(0, 0.999),
     "weight_decay": st.floats(0, 0.1),
-    "attack_steps": st.integers(1, 100),
+    "attack_steps": st.one_of(st.integers(1, 100), st.dictionaries(st.sampled_from(["1", "2", "inf"]), st.integers(1, 100), min_size=1)),
     "outer_loss": st.sampled_from(["ce", "trades"]),
     "seed": st.integers(0, 2**31),
     "n_train": st.integers(1, 10**6),
@@ -114,6 +114,8 @@ def test_valid_config_files_are_read_exactly(values):
             assert set(got) == {Norm.parse(v) for v in value}
         elif key == "eps":
             assert got == {Norm.parse(k): Fraction(v) for k, v in value.items()}
+        elif key == "attack_steps":  # one value for every norm, or norms over the default for every norm
+            assert got == ({"*": value} if isinstance(value, int) else {"*": 10, **value})
         elif isinstance(value, float):
             assert math.isclose(got, value, rel_tol=0, abs_tol=0)
         else:
