@@ -396,6 +396,36 @@ def plugins(json_output: JsonOption = False) -> None:
     stdout_console().print(table)
 
 
+# ------------------------------------------------------------------------------------------- recipes
+
+
+@app.command()
+def recipes(json_output: JsonOption = False) -> None:
+    """Each data set's fine-tuning recipe: the settings it brings in place of robustft's defaults."""
+    from robustft import per_norm
+    from robustft.config import FinetuneConfig
+    from robustft.pluginmanager import registries
+    from robustft.report import listing_table, print_json, stdout_console
+
+    defaults = FinetuneConfig().to_toml_dict()
+    rows = [
+        {"dataset": entry.name, "setting": key, "value": per_norm.to_toml(value) if isinstance(value, dict) and key.startswith("attack") else value,
+         "default": defaults.get(key), "source": entry.obj.recipe_source}
+        for entry in registries().datasets for key, value in entry.obj.recipe.items()
+    ]
+    if json_output:
+        print_json({"recipes": rows})
+        return
+    cells = [[r["dataset"], r["setting"], _shown(r["value"]), _shown(r["default"]), r["source"]] for r in rows]
+    stdout_console().print(listing_table("Fine-tuning recipes of the installed data sets", ["data set", "setting", "recipe", "robustft default", "source"], cells))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_shown(v)}" if isinstance(v, dict) else f"{k}={v}" for k, v in value.items())
+    return "-" if value is None else str(value)
+
+
 # ---------------------------------------------------------------------------------------------- list
 
 

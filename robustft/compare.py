@@ -36,7 +36,7 @@ from typing import Any
 
 from robustft import config as _config
 from robustft import distributed, per_norm
-from robustft.config import PER_NORM_FIELDS, FinetuneConfig, build_config
+from robustft.config import NOT_SETTINGS, PER_NORM_FIELDS, FinetuneConfig, build_config
 from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.io import atomic_write_text
 from robustft.norms import DISPLAY_ORDER, Norm, eps_to_strings, format_radius, parse_norms, sort_norms
@@ -172,7 +172,7 @@ def _setting_mismatch(run_dir: Path, config: FinetuneConfig) -> str | None:
     except (OSError, tomllib.TOMLDecodeError):
         return "config.toml"
     values = config.to_toml_dict()
-    for key in (f.name for f in dataclasses.fields(config)):
+    for key in (f.name for f in dataclasses.fields(config) if f.name not in NOT_SETTINGS):
         if key in PER_NORM_FIELDS:
             if _per_norm_differs(recorded.get(key, {}), getattr(config, key), key):
                 return key

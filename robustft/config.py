@@ -20,6 +20,9 @@ from robustft.errors import BadInputError, UserError
 from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms
 
 DEFAULT_MODEL = "digits-cnn-linf"
+#: The learning rate when neither the run, the model nor the data set's recipe gives one (E-AT App. A's rate
+#: for small networks such as PreAct ResNet-18).
+DEFAULT_LR = 0.05
 
 
 @dataclass
@@ -33,7 +36,7 @@ class FinetuneConfig:
     eps: dict[Norm, Fraction] = field(default_factory=dict)  # default: the data set's radii
     epochs: int = 3
     batch_size: int = 128
-    lr: float | None = None  # default: the model's fine-tuning lr, else 0.05
+    lr: float | None = None  # default: the model's fine-tuning lr, else the recipe's, else DEFAULT_LR
     lr_step: float | None = None  # epochs between divisions of the lr by 10; default: a third of the run
     lr_schedule: str = "step"  # step (fine-tuning), piecewise or cyclic (from scratch)
     momentum: float = 0.9
@@ -67,6 +70,11 @@ class FinetuneConfig:
     image_size: int | None = None
     extra_data: str | None = None
     download: bool | None = None
+    # Not settings: where each setting came from ("default", "recipe cifar10 (...)", "config file ...",
+    # "option", ...; written to config.toml as the [provenance] table) and the layers it was built from,
+    # so that pre-flight can put the data set's recipe under them (with_recipe).
+    provenance: dict[str, str] = field(default_factory=dict, compare=False)
+    layers: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=(), compare=False, repr=False)
 
     def model_options(self) -> dict[str, Any]:
         return {k: v for k, v in (("model_dir", self.model_dir), ("checkpoint", self.checkpoint), ("arch", self.arch), ("download", self.download)) if v is not None}
@@ -78,7 +86,7 @@ class FinetuneConfig:
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or f.name in NOT_SETTINGS:
                 continue
             if f.name == "norms":
                 value = [n.value for n in value]
@@ -89,6 +97,8 @@ class FinetuneConfig:
                 if value == {}:
                     continue
             data[f.name] = value
+        if self.provenance:
+            data["provenance"] = {k: self.provenance[k] for k in data if k in self.provenance}
         return data
 
 
@@ -106,6 +116,8 @@ _CHOICES = {
     "attack_precision": ("fp32", "amp"),
 }
 _POSITIVE = {"epochs", "batch_size", "lr", "lr_step"}
+#: FinetuneConfig fields that are not settings (never read from a file or an option).
+NOT_SETTINGS = frozenset({"provenance", "layers"})
 #: Settings kept per norm (robustft.per_norm).
 PER_NORM_FIELDS = frozenset({"attack", "attack_steps", "attack_options"})
 
@@ -208,38 +220,76 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"Config file {str(path)!r} cannot be read ({exc.strerror}).") from None
 
 
+OPTION_SOURCE = "option"  # a command-line option or a keyword argument of robustft.finetune
+
+
 def build_config(file: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
     """Defaults, then the TOML file, then the non-None ``overrides`` (command-line options)."""
-    config = FinetuneConfig()
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if file is not None:
         data = read_toml(file)
         section = data.get("finetune", data)
         if not isinstance(section, Mapping):
             raise BadInputError(f"Config file {str(file)!r}: 'finetune' must be a table of settings.")
-        layers.append((f"Config file {str(file)!r}", section))
-    layers.append(("Option", {k: v for k, v in overrides.items() if v is not None}))
+        # A run's config.toml carries its [provenance]: a record, not a setting; this read is the new source.
+        layers.append((f"config file {str(file)!r}", {k: v for k, v in section.items() if k != "provenance"}))
+    layers.append((OPTION_SOURCE, {k: v for k, v in overrides.items() if v is not None}))
+    return _from_layers(layers)
+
+
+def with_recipe(config: FinetuneConfig, name: str, recipe: Mapping[str, Any], source: str = "") -> FinetuneConfig:
+    """``config`` with a data set's recipe between robustft's defaults and the layers ``config`` came from.
+
+    A setting changed after the layers were read (``dataclasses.replace``, as compare does per run; or a
+    FinetuneConfig built by hand, which has no layers) keeps its value: the recipe only fills in defaults.
+    """
+    if not recipe:
+        return config
+    label = f"recipe {name}" + (f" ({source})" if source else "")
+    plain = _from_layers(list(config.layers))
+    rebuilt = _from_layers([(label, recipe), *config.layers])
+    changes: dict[str, Any] = {}
+    provenance = dict(rebuilt.provenance)
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in NOT_SETTINGS:
+            continue
+        if getattr(config, f.name) != getattr(plain, f.name):  # set after the layers: keep it
+            provenance[f.name] = config.provenance.get(f.name, OPTION_SOURCE)
+        else:
+            changes[f.name] = getattr(rebuilt, f.name)
+    return dataclasses.replace(config, **changes, provenance=provenance, layers=rebuilt.layers)
+
+
+def _from_layers(layers: list[tuple[str, Mapping[str, Any]]]) -> FinetuneConfig:
+    config = FinetuneConfig()
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)} - NOT_SETTINGS
+    provenance = {name: "default" for name in known}
     for source, layer in layers:
+        described = source[0].upper() + source[1:]  # as error messages start
         for key, value in layer.items():
             name = key.replace("-", "_")
             if name not in known:
                 from robustft.errors import UnknownNameError
 
-                raise UnknownNameError(f"setting in {source.lower()}", key, sorted(known))
+                raise UnknownNameError(f"setting in {source}", key, sorted(known))
             if name == "eps" and isinstance(value, Mapping) and all(isinstance(k, Norm) for k in value):
                 converted = dict(value)
             elif name == "norms" and isinstance(value, tuple) and all(isinstance(n, Norm) for n in value):
                 converted = value
             else:
-                converted = _convert(name, value, source)
-            if name in {"eps", "options"}:  # merge tables key by key
+                converted = _convert(name, value, described)
+            # tables merge key by key; a per-norm value for every norm replaces the table
+            merged = name in {"eps", "options", "attack_options"} or (name in {"attack", "attack_steps"} and per_norm.ALL not in converted)
+            if name in {"eps", "options"}:
                 converted = {**getattr(config, name), **converted}
             elif name in {"attack", "attack_steps"}:
                 converted = per_norm.merge(getattr(config, name), converted)
             elif name == "attack_options":
                 converted = merge_attack_options(config.attack_options, converted)
             setattr(config, name, converted)
+            provenance[name] = f"{provenance[name]} + {source}" if merged else source
+    config.provenance = provenance
+    config.layers = tuple(layers)
     return config
 
 

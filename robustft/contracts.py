@@ -366,6 +366,12 @@ class DatasetPlugin(abc.ABC):
     default_eps: Mapping[Norm, Fraction]
     #: Option names :meth:`configure` accepts (``data_dir``, ``image_size``, ``download``, ``extra_data``, ``path``).
     accepted_options: ClassVar[tuple[str, ...]] = ()
+    #: The data set's fine-tuning recipe: :class:`robustft.config.FinetuneConfig` settings (``epochs``, ``lr``,
+    #: ``batch_size``, ``weight_decay``, ``attack_steps`` as a number or a per-norm table, ...) that replace
+    #: robustft's defaults for this data set; a config file, the command line and the model's own
+    #: fine-tuning rate still win. ``recipe_source`` says where it comes from (a paper and section).
+    recipe: ClassVar[Mapping[str, Any]] = {}
+    recipe_source: ClassVar[str] = ""
     options: Mapping[str, Any] = {}
 
     def configure(self, **options: Any) -> DatasetPlugin:

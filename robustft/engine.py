@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 import robustft
 from robustft import distributed, memory, per_norm
-from robustft.config import OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml
+from robustft.config import DEFAULT_LR, OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml, with_recipe
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
 from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
@@ -139,7 +139,7 @@ class EngineContext(TrainContext):
         self.epoch = 0
         self.batch = 0
         self.passes = PassCounter()
-        self.config = config or FinetuneConfig(lr=0.05)
+        self.config = config or FinetuneConfig(lr=DEFAULT_LR)
         self.optimizer = optimizer if optimizer is not None else self.make_optimizer(model)
         if attacks is None:
             plugin = attack_plugin or str(getattr(attack_factory, "name", type(attack_factory).__name__))
@@ -186,11 +186,11 @@ class EngineContext(TrainContext):
 
     def lr_at(self, position: float) -> float:
         c = self.config
-        return lr_at(c.lr_schedule, float(c.lr or 0.05), position, c.epochs, c.lr_step)
+        return lr_at(c.lr_schedule, float(c.lr or DEFAULT_LR), position, c.epochs, c.lr_step)
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
-        return torch.optim.SGD(model.parameters(), lr=float(c.lr or 0.05), momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=float(c.lr or DEFAULT_LR), momentum=c.momentum, weight_decay=c.weight_decay)
 
     def reduce_sum(self, tensor: Tensor) -> Tensor:
         return distributed.all_reduce_sum(tensor)
@@ -310,6 +310,21 @@ class Plan:
     performance: Performance
 
 
+def _learning_rate(config: FinetuneConfig, info: ModelInfo) -> tuple[float, str]:
+    """The run's learning rate and where it came from: one given for the run, else the model's own
+    fine-tuning rate (0.05 for small networks, 0.01 for large ones, E-AT App. A), else the data set's
+    recipe, else robustft's default."""
+    source = config.provenance.get("lr", "default")
+    given = config.lr is not None and source != "default" and not source.startswith("recipe")
+    if given:
+        return float(config.lr), source
+    if info.finetune_lr:
+        return float(info.finetune_lr), f"model {info.name}"
+    if config.lr is not None:
+        return float(config.lr), source
+    return DEFAULT_LR, "default"
+
+
 def training_attacks(
     config: FinetuneConfig, norms: Iterable[Norm], eps: Mapping[Norm, Fraction], registries: Registries
 ) -> dict[Norm, TrainingAttack]:
@@ -419,6 +434,7 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         registries.attacks.get(name)  # an unknown family first, before anything loads
     zoo, info = resolve_model(config.model, registries)
     dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
+    config = with_recipe(config, dataset.name, dataset.recipe, dataset.recipe_source)
     norms = tuple(config.norms or scheme_cls.default_norms)
     eps = {**dataset.default_eps, **config.eps}
     check_radii(eps, norms, dataset)
@@ -428,12 +444,20 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         log.warning(message)
     device = distributed.local_device(select_device(config.device))
     check_device(device)
+    lr, lr_source = _learning_rate(config, info)
     config = dataclasses.replace(
         config,
+        provenance={
+            **config.provenance,
+            "lr": lr_source,
+            **({} if config.dataset else {"dataset": f"model {info.name}"}),
+            **({} if config.norms else {"norms": f"scheme {scheme_cls.name}"}),
+            "eps": f"data set {dataset.name}" + ("" if config.provenance.get("eps", "default") == "default" else f" + {config.provenance['eps']}"),
+        },
         dataset=config.dataset or info.dataset,
         norms=norms,
         eps={n: eps[n] for n in norms},
-        lr=config.lr or info.finetune_lr or 0.05,
+        lr=lr,
         # what each training norm resolved to, as config.toml records it
         attack={n.value: attacks[n].factory.name for n in norms},
         attack_steps={n.value: attacks[n].steps for n in norms},

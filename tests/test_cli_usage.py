@@ -28,7 +28,7 @@ def assert_usage_error(result, command: str) -> str:
 
 
 def test_every_builtin_command_is_covered():
-    assert SUBCOMMANDS == ["compare", "eval", "finetune", "geometry", "list", "plugins"]
+    assert SUBCOMMANDS == ["compare", "eval", "finetune", "geometry", "list", "plugins", "recipes"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -39,7 +39,8 @@ def test_misspelt_option_is_a_usage_error(command, capsys, monkeypatch):
 
 @pytest.mark.parametrize(
     "args",
-    [["finetune", "--epochs"], ["eval", "--steps"], ["compare", "--schemes"], ["geometry", "--dim"], ["list", "models", "--zoo"]],
+    [["finetune", "--epochs"], ["eval", "--steps"], ["compare", "--schemes"], ["geometry", "--dim"], ["list", "models", "--zoo"],
+     ["finetune", "--attack-steps"]],
 )
 def test_missing_option_value_is_a_usage_error(args, capsys, monkeypatch):
     result = cli_in_process(capsys, monkeypatch, *args)

@@ -162,6 +162,22 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
         ImageFolderData().configure(path=str(root)).test()
 
 
+def test_lighting_moves_every_pixel_by_one_colour_and_stays_in_the_box() -> None:
+    from robustft_plugins.datasets.imagenet import PCA_EIGVEC, Lighting
+
+    torch.manual_seed(0)
+    image = torch.full((3, 5, 5), 0.5)
+    shifted = Lighting(0.05)(image)
+    shift = shifted - image
+    assert torch.allclose(shift, shift[:, :1, :1].expand_as(shift))  # one RGB shift for the whole image
+    assert float(shift.abs().max()) > 0
+    # mostly along the first component (eigenvalue 0.2175 against 0.0188 and 0.0045): a change of brightness
+    first = torch.tensor(PCA_EIGVEC)[:, 0]
+    assert float(torch.dot(shift[:, 0, 0], first).abs()) > 0.9 * float(shift[:, 0, 0].norm())
+    saturated = Lighting(10.0)(torch.rand(3, 4, 4))
+    assert 0 <= float(saturated.min()) and float(saturated.max()) <= 1
+
+
 def test_imagenet_layout_and_preprocessing(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "inet", {"train": {"n01": 1, "n02": 1}, "val": {"n01": 1, "n02": 1}}, size=(300, 260))
     data = ImageNet().configure(data_dir=str(root))
@@ -172,6 +188,8 @@ def test_imagenet_layout_and_preprocessing(tmp_path: Path) -> None:
     # evaluation is resize-256 then centre-crop-224, deterministic
     assert torch.equal(x, data.test()[0][0])
     assert data.train()[0][0].shape == (3, 224, 224)
+    names = [type(t).__name__ for t in data.train_transform().transforms]
+    assert names[:3] == ["RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter"] and names[-1] == "Lighting"
     missing = ImageNet().configure(data_dir=str(tmp_path / "none"))
     assert missing.num_classes == 1000  # sized without data (for 'robustft geometry')
     with pytest.raises(UserError, match="train/ and val/"):

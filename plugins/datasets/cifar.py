@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,8 @@ from robustft.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
     from torchvision import transforms
-from robustft.norms import Norm
-
-CIFAR_EPS = {Norm.LINF: Fraction(8, 255), Norm.L2: Fraction(1, 2), Norm.L1: Fraction(12)}
+from robustft_plugins.datasets.imagefolder import SMALL_EPS as CIFAR_EPS
+from robustft_plugins.datasets.imagefolder import SMALL_RECIPE, SMALL_RECIPE_SOURCE
 
 
 def cifar_augmentation() -> transforms.Compose:
@@ -48,6 +46,7 @@ class Cifar10(DatasetPlugin):
     num_classes = 10
     input_shape = (3, 32, 32)
     default_eps = CIFAR_EPS
+    recipe, recipe_source = SMALL_RECIPE, SMALL_RECIPE_SOURCE
     accepted_options = ("data_dir", "download", "extra_data")
 
     folder = "cifar-10-batches-py"

@@ -40,6 +40,14 @@ SMALL_EPS = {Norm.LINF: Fraction(8, 255), Norm.L2: Fraction(1, 2), Norm.L1: Frac
 LARGE_EPS = {Norm.LINF: Fraction(4, 255), Norm.L2: Fraction(2), Norm.L1: Fraction(255)}
 LARGE_FROM = 128
 TEST_ORDER_SEED = 0
+#: Fine-tuning recipes of the two regimes (E-AT App. A; RAMP Sec. 5.1). CIFAR-10: 3 epochs, batch 128, weight
+#: decay 5e-4, 10 attack steps (the learning rate is the model's: 0.05 small, 0.01 large networks).
+SMALL_RECIPE = {"epochs": 3, "batch_size": 128, "weight_decay": 5e-4, "attack_steps": 10}
+SMALL_RECIPE_SOURCE = "E-AT App. A, CIFAR-10"
+#: ImageNet: 1 epoch, lr 0.01 divided by 10 every third of it, batch 256, weight decay 1e-4, APGD with 5 steps
+#: in l-inf and l2 and 15 in l1.
+LARGE_RECIPE = {"epochs": 1, "lr": 0.01, "batch_size": 256, "weight_decay": 1e-4, "attack_steps": {"inf": 5, "2": 5, "1": 15}}
+LARGE_RECIPE_SOURCE = "E-AT App. A and RAMP Sec. 5.1, ImageNet"
 
 
 def _fixed_classes(root: str, class_to_idx: dict[str, int], transform: Any) -> Any:
@@ -70,6 +78,7 @@ class ImageFolderData(DatasetPlugin):
     num_classes = 0
     input_shape = (3, 32, 32)
     default_eps = SMALL_EPS
+    recipe, recipe_source = SMALL_RECIPE, SMALL_RECIPE_SOURCE
     accepted_options = ("path", "data_dir", "image_size")
     default_size = 32
     label = "image folder"
@@ -82,7 +91,9 @@ class ImageFolderData(DatasetPlugin):
         if size < 8:
             raise BadInputError(f"--image-size must be at least 8, got {size}.")
         clone.input_shape = (3, size, size)
-        clone.default_eps = LARGE_EPS if size >= LARGE_FROM else SMALL_EPS
+        large = size >= LARGE_FROM
+        clone.default_eps = LARGE_EPS if large else SMALL_EPS
+        clone.recipe, clone.recipe_source = (LARGE_RECIPE, LARGE_RECIPE_SOURCE) if large else (SMALL_RECIPE, SMALL_RECIPE_SOURCE)
         clone._root = clone.locate()
         clone._classes = clone._find_classes() if clone._root is not None else None
         clone.num_classes = len(clone._classes) if clone._classes else self.num_classes

@@ -5,8 +5,11 @@ Layout under ``--data-dir`` (default ``$ROBUSTFT_CACHE/data/imagenet``, else ``.
 validation images sorted into class folders). ImageNet cannot be downloaded automatically (its licence
 asks each user to register), so a missing folder ends in one sentence saying where the folders go.
 
-Pre-processing: training uses the standard augmentation, a random resized crop to 224 x 224 and a
-horizontal flip; evaluation resizes the shorter side to 256 and takes the central 224 x 224 crop (the
+Pre-processing: training uses the augmentation of Engstrom et al.'s robustness library, which E-AT App. A
+fine-tunes ImageNet models with: a random resized crop to 224 x 224, a horizontal flip, colour jitter
+(brightness, contrast and saturation 0.1) and AlexNet's PCA lighting noise (standard deviation 0.05 along
+the principal components of ImageNet's RGB values; Krizhevsky et al. 2012), clamped back into [0, 1] so the
+attacks' box stays valid; evaluation resizes the shorter side to 256 and takes the central 224 x 224 crop (the
 ``Res256Crop224`` pre-processing RobustBench uses for its ImageNet models). Inputs stay in [0, 1]; the
 models normalise inside. Radii (E-AT Table 3, RAMP Sec. 5.1): l-inf 4/255, l2 2, l1 255. The validation
 set is evaluated in a fixed pseudo-random order (see :mod:`robustft_plugins.datasets.imagefolder`).
@@ -27,9 +30,32 @@ from robustft.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
     from torchvision import transforms
-from robustft_plugins.datasets.imagefolder import LARGE_EPS, ImageFolderData, to_float_tensor
+from robustft_plugins.datasets.imagefolder import LARGE_EPS, LARGE_RECIPE, LARGE_RECIPE_SOURCE, ImageFolderData, to_float_tensor
 
 SIZE, RESIZE = 224, 256
+#: Eigenvalues and eigenvectors (columns) of the covariance of ImageNet's RGB pixel values, as used for
+#: AlexNet's lighting augmentation and by the robustness library.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+LIGHTING_STD = 0.05
+JITTER = 0.1
+
+
+class Lighting:
+    """AlexNet's PCA lighting noise on a 3 x H x W tensor in [0, 1]: add ``V (alpha * lambda)`` to every pixel,
+    ``alpha ~ N(0, std^2)`` per component, then clamp to [0, 1]."""
+
+    def __init__(self, std: float = LIGHTING_STD) -> None:
+        self.std = std
+
+    def __call__(self, image: Any) -> Any:
+        import torch
+
+        if self.std == 0:
+            return image
+        alpha = torch.randn(3) * self.std
+        shift = torch.tensor(PCA_EIGVEC) @ (alpha * torch.tensor(PCA_EIGVAL))
+        return (image + shift.view(3, 1, 1).to(image.dtype)).clamp(0.0, 1.0)
 
 
 class ImageNet(ImageFolderData):
@@ -39,6 +65,7 @@ class ImageNet(ImageFolderData):
     num_classes = 1000
     input_shape = (3, SIZE, SIZE)
     default_eps = LARGE_EPS
+    recipe, recipe_source = LARGE_RECIPE, LARGE_RECIPE_SOURCE
     accepted_options = ("data_dir", "download")
     label = "ImageNet folder"
     test_splits = ("val",)
@@ -71,7 +98,13 @@ class ImageNet(ImageFolderData):
 
     def train_transform(self) -> transforms.Compose:
         from torchvision import transforms
-        return transforms.Compose([transforms.RandomResizedCrop(SIZE), transforms.RandomHorizontalFlip(), to_float_tensor()])
+        return transforms.Compose([
+            transforms.RandomResizedCrop(SIZE),
+            transforms.RandomHorizontalFlip(),
+            transforms.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
+            to_float_tensor(),
+            Lighting(),
+        ])
 
 
 @hookimpl
