@@ -26,7 +26,6 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -339,12 +338,17 @@ def compare(
                         f"Run folder {str(run_dir)!r} was made with a different {mismatch!r}; choose another --out or remove it."
                     )
                 progress.message(f"Reusing the finished run {run_dir}")
+            elif exists and _setting_mismatch(run_dir, config) is None and (run_dir / "run.json").is_file():
+                # An interrupted run continues from its last checkpoint (from the start if it has none).
+                progress.message(f"Continuing the unfinished run {run_dir}")
+                finetune(resume=run_dir, host=host, progress=progress)
             else:
-                if exists:
-                    progress.message(f"Redoing the unfinished run {run_dir}")
+                if exists:  # never delete: what cannot be continued is moved aside
+                    aside = run_dir.with_name(f"{run_dir.name}.unfinished-{_dt.datetime.now():%Y%m%d-%H%M%S}")
                     if main:
-                        shutil.rmtree(run_dir)
+                        run_dir.rename(aside)
                     distributed.barrier()
+                    progress.message(f"Moved the unfinished run {run_dir} aside to {aside.name}: it cannot be continued with these settings.")
                 finetune(dataclasses.replace(config, out=str(run_dir)), host=host, progress=progress)
             run_dirs.setdefault(cls.name, []).append(run_dir)
 

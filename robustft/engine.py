@@ -1014,7 +1014,8 @@ def finetune(
             plan.run_dir / "config.toml",
             dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
         )
-    if resume is None:        run_info: dict[str, Any] = {
+    if resume is None:
+        run_info: dict[str, Any] = {
             "robustft_version": robustft.__version__,
             "base_model": config.model,
             "zoo": plan.zoo.name,

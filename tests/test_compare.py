@@ -54,18 +54,19 @@ def test_compare_table_json_and_resume(base_model, tmp_path, capsys, monkeypatch
         assert (run / "model.pt").is_file() and (run / "config.toml").is_file()
     mtimes = {name: (run / "model.pt").stat().st_mtime_ns for name, run in runs.items()}
 
-    # A crash in the middle: one run left unfinished. The second invocation redoes only that one.
+    # A crash in the middle: one run left unfinished. The second invocation continues only that one.
     broken = runs["e-at-seed1"]
     info = json.loads((broken / "run.json").read_text())
     (broken / "run.json").write_text(json.dumps({**info, "status": "running"}))
     (broken / "model.pt").unlink()
     second = run_cli("compare", "--schemes", "lp-at,e-at", "--seeds", "2", "--out", str(out), "--json", *TINY)
     assert second.returncode == 0, second.stderr
-    assert "Reusing the finished run" in second.stderr and "Redoing the unfinished run" in second.stderr
+    assert "Reusing the finished run" in second.stderr and "Continuing the unfinished run" in second.stderr
     for name, run in runs.items():
         if name != "e-at-seed1":
             assert (run / "model.pt").stat().st_mtime_ns == mtimes[name], f"{name} was retrained"
     assert json.loads((broken / "run.json").read_text())["status"] == "finished"
+    assert not list(out.glob("*.unfinished-*"))  # continued in place, nothing moved aside
 
     report = json.loads(second.stdout)
     assert report["base"]["name"] == "digits-cnn-linf"

@@ -16,8 +16,9 @@ the l-inf radius is per pixel and does not depend on the size, and the l1/l2 rad
 standard ones rather than a rescaling by dimension (which would give 588 for l1 at 224 x 224 where
 ImageNet uses 255).
 
-The test split is put in a fixed pseudo-random order (seed 0): folders are sorted by class, and the
-evaluator takes the first ``--n-ex`` points, which should cover every class.
+Both splits are put in a fixed pseudo-random order (seed 0): folders are sorted by class, and the
+evaluator takes the first ``--n-ex`` points and fine-tuning's ``--n-train`` the first N training points,
+which should cover every class.
 """
 
 from __future__ import annotations
@@ -147,16 +148,22 @@ class ImageFolderData(DatasetPlugin):
         return data
 
     def train(self, *, augment: bool = True) -> torch.utils.data.Dataset:
-        return self._folder("train", self.train_transform() if augment else self.eval_transform())
+        # In the fixed order too: the folders are sorted by class, and --n-train takes the first N points.
+        return _in_fixed_order(self._folder("train", self.train_transform() if augment else self.eval_transform()))
 
     def test(self) -> torch.utils.data.Dataset:
         root = self._root or self.locate()
         split = next((s for s in self.test_splits if (root / s).is_dir()), None)
         if split is None:
             raise UserError(f"The {self.label} {str(root)!r} has no {' or '.join(s + '/' for s in self.test_splits)} subfolder.")
-        data = self._folder(split, self.eval_transform())
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(TEST_ORDER_SEED)).tolist()
-        return torch.utils.data.Subset(data, order)
+        return _in_fixed_order(self._folder(split, self.eval_transform()))
+
+
+def _in_fixed_order(data: torch.utils.data.Dataset) -> torch.utils.data.Subset:
+    """``data`` in a pseudo-random order fixed by :data:`TEST_ORDER_SEED`, so that its first N points (the
+    evaluator's ``--n-ex``, fine-tuning's ``--n-train``) are a sample of every class."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(TEST_ORDER_SEED)).tolist()
+    return torch.utils.data.Subset(data, order)
 
 
 @hookimpl
