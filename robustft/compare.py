@@ -37,7 +37,7 @@ from robustft import config as _config
 from robustft import distributed, per_norm
 from robustft.config import NOT_SETTINGS, PER_NORM_FIELDS, FinetuneConfig, build_config
 from robustft.errors import BadInputError, UnknownNameError, UserError
-from robustft.io import atomic_write_text
+from robustft.io import atomic_write_text, read_jsonl
 from robustft.norms import DISPLAY_ORDER, Norm, eps_to_strings, format_radius, parse_norms, sort_norms
 from robustft.paths import runs_dir
 from robustft.pluginmanager import PluginHost, get_host
@@ -199,13 +199,12 @@ def _setting_mismatch(run_dir: Path, config: FinetuneConfig) -> str | None:
 def _epoch_costs(run_dir: Path) -> tuple[float, float]:
     """Mean seconds per epoch and forward+backward passes per training image, from ``metrics.jsonl``."""
     seconds, passes, images = [], 0, 0
-    with (run_dir / "metrics.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            if record.get("kind") == "epoch":
-                seconds.append(float(record["seconds"]))
-                passes += sum(int(v) for v in record.get("passes", {}).values())
-                images += int(record.get("images", 0))
+    # the one tolerant reader of metrics files: a line cut by a crash is skipped, not a traceback
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
+        if record.get("kind") == "epoch":
+            seconds.append(float(record["seconds"]))
+            passes += sum(int(v) for v in record.get("passes", {}).values())
+            images += int(record.get("images", 0))
     if not seconds:
         raise UserError(f"Run {str(run_dir)!r} recorded no epoch in metrics.jsonl.")
     return sum(seconds) / len(seconds), passes / images if images else math.nan

@@ -116,6 +116,8 @@ _CHOICES = {
     "attack_precision": ("fp32", "amp"),
 }
 _POSITIVE = {"epochs", "batch_size", "lr", "lr_step"}
+#: Seeds are offset per process and per purpose (seed + 1, seed + 1_000_003 * rank): keep them well inside 64 bits.
+MAX_SEED = 2**62
 #: FinetuneConfig fields that are not settings (never read from a file or an option).
 NOT_SETTINGS = frozenset({"provenance", "layers"})
 #: Settings kept per norm (robustft.per_norm).
@@ -200,6 +202,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
         raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
     if name in {"weight_decay", "momentum", "seed", "workers", "trades_beta", "checkpoint_every", "max_nan_batches"} and value < 0:
         raise BadInputError(f"{source}: {name!r} must not be negative, got {value!r}.")
+    if name == "seed" and value >= MAX_SEED:
+        raise BadInputError(f"{source}: 'seed' must be below 2**62, got {value}.")
     if name in {"n_train", "image_size"} and value <= 0:
         raise BadInputError(f"{source}: {name!r} must be positive, got {value!r}.")
     return value

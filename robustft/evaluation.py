@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from robustft import distributed
 from robustft.contracts import DatasetPlugin, EvalSuite
+from robustft.config import MAX_SEED
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
 from robustft.lp import check_in_ball_and_box, project
@@ -287,6 +288,10 @@ def evaluate(
         raise BadInputError(f"--n-ex must be positive, got {n_ex}.")
     if steps <= 0:
         raise BadInputError(f"--steps must be positive, got {steps}.")
+    if batch_size <= 0:
+        raise BadInputError(f"--batch-size must be positive, got {batch_size}.")
+    if not 0 <= seed < MAX_SEED:
+        raise BadInputError(f"--seed must be between 0 and 2**62, got {seed}.")
     registries = (host or get_host()).registries
     norm_list = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
     suite_obj = registries.suites.get(suite)

@@ -119,7 +119,10 @@ def parse_eps_items(items: Iterable[str]) -> dict[Norm, Fraction]:
             raise BadInputError(
                 f"Radius {item!r} is not of the form NORM=RADIUS, for example inf=8/255 or 1=12."
             )
-        radii[Norm.parse(norm_text)] = parse_radius(radius_text)
+        norm = Norm.parse(norm_text)
+        if norm in radii:
+            raise BadInputError(f"The {norm.label} radius is given twice (--eps {norm.value}=...): give each norm once.")
+        radii[norm] = parse_radius(radius_text)
     return radii
 
 

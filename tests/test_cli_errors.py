@@ -56,6 +56,13 @@ def test_unknown_names_suggest_the_closest(args, suggestion, capsys, monkeypatch
         ["finetune", "--option", "noequals"],
         ["finetune", "--scheme", "lp-at", "--norms", "1,inf"],
         ["finetune", "--epochs", "0"],
+        ["finetune", "--seed", "99999999999999999999999"],
+        ["eval", "--batch-size", "0"],
+        ["eval", "--batch-size", "-3"],
+        ["eval", "--seed", "-1"],
+        ["finetune", "--eps", "inf=1/255", "--eps", "inf=2/255"],
+        ["finetune", "--attack-steps", "inf=3", "--attack-steps", "inf=4"],
+        ["finetune", "--attack-option", "3:topk=0.1"],
     ],
 )
 def test_malformed_input_exits_2(args, capsys, monkeypatch):

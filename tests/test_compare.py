@@ -87,3 +87,11 @@ def test_compare_table_json_and_resume(base_model, tmp_path, capsys, monkeypatch
     # Other settings in the same folder are refused rather than mixed into the table.
     third = run_cli("compare", "--schemes", "lp-at", "--seeds", "1", "--out", str(out), "--quiet", "--epochs", "2", "--n-train", "32")
     assert third.returncode == 1 and "different 'epochs'" in third.stderr
+
+
+def test_epoch_costs_skip_a_line_cut_by_a_crash(tmp_path):
+    from robustft.compare import _epoch_costs
+
+    epoch = {"kind": "epoch", "seconds": 2.0, "images": 10, "passes": {"attack_forward": 110, "update_forward": 10}}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(epoch) + "\n" + json.dumps({**epoch, "seconds": 4.0}) + "\n" + '{"kind": "ep')
+    assert _epoch_costs(tmp_path) == (3.0, 12.0)

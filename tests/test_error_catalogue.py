@@ -182,7 +182,7 @@ CLI_CASES = [
     (["finetune", "--eps", "2=-1"], "Radius {format_radius(value)} must be positive"),
     (["finetune", "--eps", "inf=abc"], "is not a number: write it"),
     (["finetune", "--eps", "foo"], "NORM=RADIUS"),
-    (["finetune", "--option", "noequals"], "is not of the form NAME=VALUE"),
+    (["finetune", "--option", "noequals"], "Option {item!r} is not of the form NAME=VALUE."),
     (["finetune", "--option", "sampling=sometimes"], "of scheme {scheme!r} must be one of"),
     (["finetune", "--option", "speed=fast"], "Unknown option of scheme"),
     (["finetune", "--epochs", "0"], "{source}: {name!r} must be positive"),

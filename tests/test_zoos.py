@@ -249,3 +249,40 @@ def test_list_models_filters_by_zoo_dataset_and_threat(zoo: RobustBenchZoo) -> N
     rows = json.loads(result.stdout)["models"]
     assert rows and all(r["zoo"] == "robustbench" and r["dataset"] == "cifar10" and r["threat"] == "2" for r in rows)
     assert any("Gowal2020_WRN70_L2" in r["aliases"] for r in rows)
+
+
+# ----------------------------------------------------------------------------------- shipped weights
+
+
+def test_shipped_cifar10_model_loads_offline_and_classifies_cifar_shaped_inputs():
+    from robustft.models import load_model
+    from robustft.pluginmanager import registries
+
+    model, info = load_model("cifar10-preact-w16-linf", registries(), torch.device("cpu"))
+    assert (info.dataset, info.threat, info.finetune_lr) == ("cifar10", Norm.LINF, 0.05)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000 and not model.training
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+def test_shipped_weights_are_checked_against_their_sha256(tmp_path, monkeypatch):
+    import shutil
+
+    from robustft.errors import UserError
+    from robustft_plugins.zoos import builtin
+
+    shipped = builtin.SHIPPED["cifar10-preact-w16-linf"]
+    copy = tmp_path / "weights" / shipped.file
+    copy.parent.mkdir()
+    shutil.copy(Path(builtin.__file__).parent / "weights" / shipped.file, copy)
+    monkeypatch.setattr(builtin, "__file__", str(tmp_path / "builtin.py"))
+    assert isinstance(builtin.load_shipped("cifar10-preact-w16-linf"), torch.nn.Module)  # the copy is intact
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 0x01
+    copy.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="are damaged: their SHA-256 does not match; reinstall robustft"):
+        builtin.load_shipped("cifar10-preact-w16-linf")
+    copy.unlink()
+    with pytest.raises(UserError, match="are missing from the installation"):
+        builtin.load_shipped("cifar10-preact-w16-linf")

@@ -1,24 +1,31 @@
-"""The built-in zoo: small models robustft can build itself, offline, for the embedded default.
+"""The built-in zoo: small models that come with robustft and load offline.
 
-``digits-cnn-linf`` is a small convolutional network for scikit-learn's 8x8 digits, adversarially
-trained in l-inf (radius 0.1) with 10-step APGD. It plays the part a RobustBench l-inf model plays on
-CIFAR-10: robust in one threat model, weak in l1. It is built reproducibly (fixed seed, CPU) on first
-use in about half a minute and cached under ``$ROBUSTFT_CACHE/models`` (default
-``~/.cache/robustft/models``).
+* ``digits-cnn-linf`` is a small convolutional network for scikit-learn's 8x8 digits, adversarially
+  trained in l-inf (radius 0.1) with 10-step APGD. It plays the part a RobustBench l-inf model plays on
+  CIFAR-10: robust in one threat model, weak in l1. It is built reproducibly (fixed seed, CPU) on first
+  use in about half a minute and cached under ``$ROBUSTFT_CACHE/models`` (default
+  ``~/.cache/robustft/models``).
+* ``cifar10-preact-w16-linf`` is a real l-inf-robust CIFAR-10 classifier small enough for CPUs: PreAct
+  ResNet-18 at a quarter of the width (0.7M parameters), trained on the 50,000 CIFAR-10 training images with
+  FGSM-RS adversarial training at 8/255 by ``benchmarks/train_cifar_base.py``. Its weights ship in the
+  package (``weights/*.safetensors``) and are checked against their SHA-256 at every load.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from robustft.contracts import ModelInfo, ModelZoo
-from robustft.errors import BadInputError
+from robustft.errors import BadInputError, UserError
 from robustft.hookspecs import hookimpl
-from robustft.io import load_torch, save_torch
+from robustft.io import load_torch, save_torch, sha256_file
 from robustft.norms import Norm
 from robustft.paths import cache_dir
 
@@ -28,6 +35,11 @@ RECIPE_VERSION = 1
 BUILD_SEED = 0
 BUILD_EPOCHS = 20
 BUILD_EPS_INF = 0.1
+CIFAR10_SHA256 = "1899a27959d80a8e03a4d2a3c97e306823a43a1dbdd8f9aa1939c93b3fd68564"
+CIFAR10_DESCRIPTION = (
+    "PreAct ResNet-18 at quarter width (0.7M parameters), l-inf FGSM-RS training at 8/255 on all 50,000 CIFAR-10 "
+    "images (benchmarks/train_cifar_base.py); shipped, offline; table in docs/zoos-and-data.md"
+)
 
 
 class DigitsCNN(nn.Module):
@@ -82,6 +94,41 @@ def build_digits_cnn_linf() -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+@dataclass(frozen=True)
+class ShippedWeights:
+    """Weights that ship in the package: the file under ``weights/``, its SHA-256, and the network they fit."""
+
+    file: str
+    sha256: str
+    build: Callable[[], nn.Module]
+
+
+def _preact_w16() -> nn.Module:
+    from robustft_plugins.zoos.architectures import PreActResNet  # it imports this module's DigitsCNN
+
+    return PreActResNet((2, 2, 2, 2), width=16, num_classes=10)
+
+
+SHIPPED = {
+    "cifar10-preact-w16-linf": ShippedWeights("cifar10-preact-w16-linf.safetensors", CIFAR10_SHA256, _preact_w16),
+}
+
+
+def load_shipped(name: str) -> nn.Module:
+    """The shipped model ``name`` with its weights, after checking the file's SHA-256."""
+    from safetensors.torch import load_file
+
+    shipped = SHIPPED[name]
+    path = Path(__file__).parent / "weights" / shipped.file
+    if not path.is_file():
+        raise UserError(f"The weights of {name} are missing from the installation ({path}): reinstall robustft.")
+    if sha256_file(path) != shipped.sha256:
+        raise UserError(f"The weights of {name} ({path}) are damaged: their SHA-256 does not match; reinstall robustft.")
+    model = shipped.build()
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
 class BuiltinZoo(ModelZoo):
     name = "builtin"
     description = "models robustft builds itself, offline (the embedded default's base model)"
@@ -95,7 +142,15 @@ class BuiltinZoo(ModelZoo):
                 aliases=("digits-cnn",),
                 description="small CNN on 8x8 digits, l-inf adversarially trained (eps 0.1); built on first use",
                 finetune_lr=0.05,
-            )
+            ),
+            ModelInfo(
+                name="cifar10-preact-w16-linf",
+                dataset="cifar10",
+                threat=Norm.LINF,
+                aliases=("cifar10-linf",),
+                description=CIFAR10_DESCRIPTION,
+                finetune_lr=0.05,
+            ),
         ]
 
     def load(self, info: ModelInfo, *, device: torch.device, dataset: Any = None, **options: Any) -> nn.Module:
@@ -104,6 +159,8 @@ class BuiltinZoo(ModelZoo):
             raise BadInputError(
                 f"The built-in zoo builds its models itself and takes no --{unsupported[0]}; use file:PATH for your own weights."
             )
+        if info.name in SHIPPED:
+            return load_shipped(info.name).to(device).eval()
         path = cache_dir() / "models" / f"{info.name}-v{RECIPE_VERSION}.pt"
         if not path.is_file():
             log.info("Building the base model %s (first use; cached in %s).", info.name, path)
