@@ -228,7 +228,7 @@ def eval_command(
     device: DeviceOption = None,
     channels_last: ChannelsLastOption = None,
     cudnn_benchmark: CudnnBenchmarkOption = None,
-    strict: Annotated[bool, typer.Option("--strict", help="An adversarial point outside its ball or [0, 1] is an error (default: projected onto both, counted, flagged).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse instead of warning: an adversarial point outside its ball or [0, 1] (default: projected, counted, flagged) and fine-tuned weights without their checksum file.")] = False,
     sanity: Annotated[bool, typer.Option("--sanity", help="Also run the gradient-masking checks (more steps, more restarts, transfer, l-inf radius 1) on up to 200 of the points.")] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,

@@ -211,6 +211,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"Config file {str(path)!r} is a folder; give the TOML file (a run's is <run>/config.toml).")
     if not path.is_file():
         raise UserError(f"Config file {str(path)!r} does not exist.")
     try:

@@ -39,7 +39,7 @@ from robustft import distributed
 from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.config import MAX_SEED
 from robustft.errors import BadInputError, UserError
-from robustft.io import load_torch
+from robustft.io import checksum_path, load_torch
 from robustft.lp import check_in_ball_and_box, project
 from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius, normalise_eps, parse_norms, sort_norms
@@ -234,14 +234,24 @@ class EvalReport:
 
 
 def load_run_model(
-    run_dir: str | Path, registries: Registries, device: torch.device, dataset: DatasetPlugin | None = None, **model_options: Any
+    run_dir: str | Path, registries: Registries, device: torch.device, dataset: DatasetPlugin | None = None,
+    *, strict: bool = False, **model_options: Any,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The fine-tuned model of a run: its base architecture with the run's final weights."""
+    """The fine-tuned model of a run: its base architecture with the run's final weights.
+
+    robustft writes a SHA-256 sidecar with every ``model.pt``; weights without one cannot be checked, which is
+    a warning (an error with ``strict``)."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     weights = run_dir / "model.pt"
     if not weights.is_file():
         raise UserError(f"Run {str(run_dir)!r} has no final weights (model.pt): it did not finish.")
+    if not checksum_path(weights).is_file():
+        message = (f"The weights file {str(weights)!r} has no checksum file ({checksum_path(weights).name}), so it "
+                   "cannot be checked; robustft writes one with every model.pt")
+        if strict:
+            raise UserError(message + " (--strict).")
+        log.warning("%s.", message)
     state = load_torch(weights, "weights file")  # refuse a damaged or unsafe file before any compute
     zoo, model_info = resolve_model(info["base_model"], registries)
     options = {**info.get("model_options", {}), **model_options}
@@ -314,7 +324,7 @@ def evaluate(
         zoo, info = resolve_model(info_dict["base_model"], registries)
         d_options = {**info_dict.get("data_options", {}), **d_options}
         data = resolve_dataset(dataset or info_dict["dataset"], registries, **d_options)
-        tuned, _ = load_run_model(run_dir, registries, torch_device, dataset=data, **m_options)
+        tuned, _ = load_run_model(run_dir, registries, torch_device, dataset=data, strict=strict, **m_options)
         run_eps = normalise_eps(info_dict.get("eps", {}))
         m_options = {**info_dict.get("model_options", {}), **m_options}
         base = zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device)

@@ -36,7 +36,9 @@ def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
     """The run folder a new run will use (``out``, or a fresh one under the runs folder), not yet created."""
     if out is not None:
         path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {str(path)!r} is a file, not a folder; choose another --out.")
+        if path.exists() and any(path.iterdir()):
             raise UserError(f"Output folder {str(path)!r} is not empty; choose another --out or remove it.")
         return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -126,6 +126,16 @@ def test_final_weights_corrupted_are_refused_by_eval(tmp_path, base_model):
         robustft.evaluate(run=run, n_ex=5, steps=1)
 
 
+def test_weights_without_their_checksum_warn_and_strict_refuses(tmp_path, base_model, caplog):
+    run = robustft.finetune(epochs=1, n_train=32, batch_size=32, attack_steps=1, out=str(tmp_path / "run")).run_dir
+    (run / "model.pt.sha256").unlink()
+    with caplog.at_level("WARNING", logger="robustft"):
+        robustft.evaluate(run=run, n_ex=5, steps=1, norms="inf")
+    assert any("has no checksum file (model.pt.sha256), so it cannot be checked" in r.getMessage() for r in caplog.records)
+    with pytest.raises(UserError, match=r"cannot be checked; robustft writes one with every model\.pt \(--strict\)\."):
+        robustft.evaluate(run=run, n_ex=5, steps=1, norms="inf", strict=True)
+
+
 def test_every_torch_load_is_weights_only():
     """The audit: every torch.load call in robustft and its plugins passes weights_only=True."""
     import ast

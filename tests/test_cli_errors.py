@@ -18,7 +18,8 @@ def assert_one_sentence(result, code: int | None = 2) -> str:
         assert result.returncode != 0
     else:
         assert result.returncode == code, (result.returncode, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # warnings before the error are allowed (a weights file without its checksum, say); the error is one line
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     return lines[0]
@@ -131,3 +132,13 @@ class Exploit:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_a_folder_given_as_config_and_a_file_given_as_out_are_named_for_what_they_are(tmp_path, capsys, monkeypatch):
+    run_cli = functools.partial(cli_in_process, capsys, monkeypatch)
+    line = assert_one_sentence(run_cli("finetune", "--config", str(tmp_path)), code=1)
+    assert "is a folder; give the TOML file" in line
+    file = tmp_path / "taken"
+    file.write_text("x")
+    line = assert_one_sentence(run_cli("finetune", "--out", str(file)), code=1)
+    assert "is a file, not a folder" in line

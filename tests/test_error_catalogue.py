@@ -199,7 +199,7 @@ CLI_CASES = [
     (["finetune", "--resume", "MISSING"], "Run folder {str(run_dir)!r} does not exist"),
     (["finetune", "--resume", "EMPTYRUN"], "is not a robustft run folder"),
     (["finetune", "--resume", "EMPTYRUN", "--config", "BAD.toml"], "Give --resume or --config"),
-    (["finetune", "--out", "FILE/run"], "is a file"),
+    (["finetune", "--out", "FILE/run"], "cannot be created: {str(anchor)!r} is a file"),
     (["finetune", "--out", "BUSY"], "is not empty"),
     (["eval", "--model", "digits-cnn-linf", "--run", "x"], "Give --model or --run, not both"),
     (["eval", "--model", "digits-cnn-linf", "--n-ex", "0"], "--n-ex must be positive"),
