@@ -58,6 +58,7 @@ from robustft.rundir import (
     mark_latest,
     plan_run_dir,
     read_run_info,
+    run_lock,
     write_run_info,
 )
 from robustft.schedules import lr_at
@@ -1008,70 +1009,76 @@ def finetune(
         progress = ProgressReporter()  # rank 0 reports for everyone
     plan = preflight(config, registries, run_dir)
     config = plan.config
-    if resume is None and main:
-        create_run_dir(plan.run_dir)
-        atomic_write_text(
-            plan.run_dir / "config.toml",
-            dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
-        )
-    if resume is None:
-        run_info: dict[str, Any] = {
-            "robustft_version": robustft.__version__,
-            "base_model": config.model,
-            "zoo": plan.zoo.name,
-            "model_name": plan.info.name,
-            "dataset": config.dataset,
-            "model_options": config.model_options(),
-            "data_options": config.data_options(),
-            "scheme": plan.scheme_cls.name,
-            "norms": [n.value for n in plan.norms],
-            "eps": eps_to_strings(config.eps),
-            "started": _dt.datetime.now().isoformat(timespec="seconds"),
-        }
-    else:
-        run_info = {k: v for k, v in previous.items() if k != "stopped"}
-    run_info["status"] = "running"
-    if distributed.is_distributed():
-        run_info["processes"] = distributed.world_size()
-    if main:
-        write_run_info(plan.run_dir, run_info)
-
-    trainer = Trainer(plan, registries, progress, run_info)
-    result = RunResult(run_dir=plan.run_dir, weights=plan.run_dir / "model.pt", config=config)
-    if resume is not None:
-        state, path = load_last_checkpoint(plan.run_dir)
-        if state is not None and path is not None:
-            trainer.restore(state, path)
-            result.epochs = [r for r in read_jsonl(trainer.metrics_path) if r.get("kind") == "epoch"]
-            progress.message(f"Resuming {plan.run_dir} from {path.name} (epoch {trainer.start_epoch + 1}, after batch {trainer.start_batch}).")
+    with contextlib.ExitStack() as held:
+        if main:  # one process at a time writes a run folder; under torchrun rank 0 alone writes
+            if resume is None:
+                create_run_dir(plan.run_dir)
+            held.enter_context(run_lock(plan.run_dir))
+            if resume is None and (plan.run_dir / "config.toml").exists():  # another run got there first
+                raise UserError(f"Output folder {str(plan.run_dir)!r} is not empty; choose another --out or remove it.")
+        if resume is None and main:
+            atomic_write_text(
+                plan.run_dir / "config.toml",
+                dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
+            )
+        if resume is None:
+            run_info: dict[str, Any] = {
+                "robustft_version": robustft.__version__,
+                "base_model": config.model,
+                "zoo": plan.zoo.name,
+                "model_name": plan.info.name,
+                "dataset": config.dataset,
+                "model_options": config.model_options(),
+                "data_options": config.data_options(),
+                "scheme": plan.scheme_cls.name,
+                "norms": [n.value for n in plan.norms],
+                "eps": eps_to_strings(config.eps),
+                "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            }
         else:
-            if list_checkpoints(plan.run_dir):
-                log.warning("No checkpoint of %s could be used; the run starts again from the beginning.", plan.run_dir)
-            if main:
-                _trim_metrics(trainer.metrics_path, 0, 0)
-    eps = plan.eps
-    progress.message(
-        f"Fine-tuning {plan.info.name} on {plan.dataset.name} with {plan.scheme_cls.name} "
-        f"({', '.join(f'{n.label} {format_radius(eps[n])}' for n in plan.norms)}) for {config.epochs} epoch(s) on {plan.device} "
-        + (f"x {distributed.world_size()} processes " if distributed.is_distributed() else "")
-        + f"({plan.performance.describe()}); run folder {plan.run_dir}"
-    )
-    try:
-        trainer.run(result)
-    except KeyboardInterrupt:
-        trainer._fail("interrupted")
-        raise
-    except Exception:
-        if run_info.get("status") == "running":
-            trainer._fail("failed")
-        raise
+            run_info = {k: v for k, v in previous.items() if k != "stopped"}
+        run_info["status"] = "running"
+        if distributed.is_distributed():
+            run_info["processes"] = distributed.world_size()
+        if main:
+            write_run_info(plan.run_dir, run_info)
 
-    run_info.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"))
-    if main:
-        save_torch({"format": "robustft-weights", "model": plan.model.state_dict()}, result.weights)
-        write_run_info(plan.run_dir, run_info)
-        mark_latest(plan.run_dir)
-    distributed.barrier()  # the others wait until the weights are written (a following command may read them)
+        trainer = Trainer(plan, registries, progress, run_info)
+        result = RunResult(run_dir=plan.run_dir, weights=plan.run_dir / "model.pt", config=config)
+        if resume is not None:
+            state, path = load_last_checkpoint(plan.run_dir)
+            if state is not None and path is not None:
+                trainer.restore(state, path)
+                result.epochs = [r for r in read_jsonl(trainer.metrics_path) if r.get("kind") == "epoch"]
+                progress.message(f"Resuming {plan.run_dir} from {path.name} (epoch {trainer.start_epoch + 1}, after batch {trainer.start_batch}).")
+            else:
+                if list_checkpoints(plan.run_dir):
+                    log.warning("No checkpoint of %s could be used; the run starts again from the beginning.", plan.run_dir)
+                if main:
+                    _trim_metrics(trainer.metrics_path, 0, 0)
+        eps = plan.eps
+        progress.message(
+            f"Fine-tuning {plan.info.name} on {plan.dataset.name} with {plan.scheme_cls.name} "
+            f"({', '.join(f'{n.label} {format_radius(eps[n])}' for n in plan.norms)}) for {config.epochs} epoch(s) on {plan.device} "
+            + (f"x {distributed.world_size()} processes " if distributed.is_distributed() else "")
+            + f"({plan.performance.describe()}); run folder {plan.run_dir}"
+        )
+        try:
+            trainer.run(result)
+        except KeyboardInterrupt:
+            trainer._fail("interrupted")
+            raise
+        except Exception:
+            if run_info.get("status") == "running":
+                trainer._fail("failed")
+            raise
+
+        run_info.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"))
+        if main:
+            save_torch({"format": "robustft-weights", "model": plan.model.state_dict()}, result.weights)
+            write_run_info(plan.run_dir, run_info)
+            mark_latest(plan.run_dir)
+        distributed.barrier()  # the others wait until the weights are written (a following command may read them)
     if result.epochs:
         last = result.epochs[-1]
         rate, passes, peak = last.get("images_per_s"), last.get("attack_passes_per_s"), last.get("peak_memory_mib")

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,38 @@ def check_free_space(path: Path, needed: int = MIN_FREE_BYTES) -> None:
             f"Output folder {str(path)!r} is on a disk with {free / 2**20:.0f} MiB free, "
             f"but the run needs at least {needed / 2**20:.0f} MiB; free some space or choose another --out."
         )
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder while a run writes it (``fcntl.flock`` on ``<run>/.lock``).
+
+    A second run into the same folder, started at the same time or while the first still trains or resumes,
+    is refused in one sentence instead of interleaving its records with the first's. The operating system
+    releases the lock when the process ends, however it ends, so a lock is never stale; the file stays.
+    """
+    import fcntl
+
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (process {holder})" if holder.isdigit() else ""
+        raise UserError(
+            f"Run folder {str(run_dir)!r} is in use by another robustft run{who}: wait for it to end, or choose another --out."
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def create_run_dir(path: Path) -> Path:

@@ -224,3 +224,36 @@ def test_cpu_run_is_unchanged_by_the_switches_and_bf16_stays_close(tmp_path, bas
     assert all(torch.isfinite(v).all() for v in bf16.values())
     moved = sum(float((default[k].float() - bf16[k].float()).abs().max()) for k in default if default[k].is_floating_point())
     assert 0 < moved < 1.0  # autocast really ran, and the update stayed close to fp32's
+
+
+def test_a_run_folder_in_use_is_refused_and_released_after(tmp_path, base_model, capsys, monkeypatch):
+    """Two runs into one folder interleaved their metrics; the second is now refused while the first holds it."""
+    from helpers import cli_in_process
+    from robustft.rundir import run_lock
+
+    run = robustft.finetune(epochs=1, n_train=32, batch_size=32, attack_steps=1, out=str(tmp_path / "run")).run_dir
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))  # as if it were still training
+    with run_lock(run):  # the other process
+        busy = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--quiet")
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr
+    assert f"Run folder {str(run)!r} is in use by another robustft run (process {os.getpid()})" in busy.stderr
+    records = (run / "metrics.jsonl").read_text()
+    resumed = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--quiet")  # released: it goes on
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "metrics.jsonl").read_text().startswith(records[: len(records) // 2])
+
+
+def test_two_new_runs_into_one_folder_at_once_one_is_refused(tmp_path, base_model):
+    out = tmp_path / "same"
+    args = ["finetune", "--epochs", "1", "--n-train", "64", "--batch-size", "16", "--attack-steps", "1", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "robustft", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for code, err in results if code == 1)
+    assert "is in use by another robustft run" in refused or "is not empty" in refused
+    batches = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"batch"' in line]
+    assert len(batches) == 4  # one run's records only
