@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 import robustft
 from robustft import distributed, memory, per_norm
-from robustft.config import DEFAULT_LR, OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml, with_recipe
+from robustft.config import DEFAULT_LR, NOT_SETTINGS, OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml, with_recipe
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
 from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
@@ -508,15 +508,20 @@ def resume_config(run_dir: Path, options: Mapping[str, Any]) -> FinetuneConfig:
     """The configuration a resumed run continues with: the run's ``config.toml``.
 
     Options given with ``--resume`` must agree with it, except the operational ones (device, workers,
-    checkpoint interval, NaN tolerance), which may change.
+    checkpoint interval, NaN tolerance), which may change, and ``--epochs``, which extends (or shortens) the
+    run on purpose; such an override is recorded in the provenance as ``option (--resume)``.
     """
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"Run folder {str(run_dir)!r} has no config.toml, so it cannot be resumed.")
     saved = build_config(run_dir / "config.toml")
     given = {k: v for k, v in options.items() if v is not None}
+    overrides: dict[str, Any] = {}
     for key, value in given.items():
         name = key.replace("-", "_")
         if name in OPERATIONAL_FIELDS:
+            continue
+        if name in RESUME_OVERRIDES:
+            overrides[name] = getattr(build_config(**{name: value}), name)
             continue
         wanted = getattr(build_config(**{name: value}), name, None)
         have = getattr(saved, name, None)
@@ -534,7 +539,21 @@ def resume_config(run_dir: Path, options: Mapping[str, Any]) -> FinetuneConfig:
             )
     operational = {n: given[n] for n in given if n in OPERATIONAL_FIELDS}
     converted = build_config(**operational)
-    return dataclasses.replace(saved, **{n: getattr(converted, n) for n in operational})
+    provenance = {**saved.provenance, **{n: RESUME_OVERRIDE_SOURCE for n in overrides if overrides[n] != getattr(saved, n)}}
+    return dataclasses.replace(saved, **{n: getattr(converted, n) for n in operational}, **overrides, provenance=provenance)
+
+
+#: Settings ``--resume`` may change on purpose: the length of the run.
+RESUME_OVERRIDES = frozenset({"epochs"})
+RESUME_OVERRIDE_SOURCE = "option (--resume)"
+
+
+def edited_settings(saved: Mapping[str, Any], config: FinetuneConfig) -> list[str]:
+    """The settings in which ``config`` (the run's config.toml, with any ``--resume`` override) differs from the
+    configuration a checkpoint was written with, other than operational ones and deliberate overrides."""
+    current = config.to_toml_dict()
+    skip = OPERATIONAL_FIELDS | NOT_SETTINGS | {k for k, v in config.provenance.items() if v == RESUME_OVERRIDE_SOURCE}
+    return sorted(k for k in set(saved) | set(current) if k not in skip and saved.get(k) != current.get(k))
 
 
 def load_last_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
@@ -1016,8 +1035,8 @@ def finetune(
             held.enter_context(run_lock(plan.run_dir))
             if resume is None and (plan.run_dir / "config.toml").exists():  # another run got there first
                 raise UserError(f"Output folder {str(plan.run_dir)!r} is not empty; choose another --out or remove it.")
-        if resume is None and main:
-            atomic_write_text(
+        if main and (resume is None or RESUME_OVERRIDE_SOURCE in config.provenance.values()):
+            atomic_write_text(  # a resumed run with --epochs records its new length
                 plan.run_dir / "config.toml",
                 dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
             )
@@ -1048,6 +1067,16 @@ def finetune(
         if resume is not None:
             state, path = load_last_checkpoint(plan.run_dir)
             if state is not None and path is not None:
+                saved = state.get("config")
+                edited = edited_settings(saved, config) if isinstance(saved, Mapping) else []
+                if edited:
+                    raise UserError(
+                        f"The configuration of {str(plan.run_dir)!r} was changed after its last checkpoint ({', '.join(edited)}): "
+                        "--resume would train something else; restore config.toml, or start a new run with --config."
+                    )
+                epoch, batch = (int(v) for v in state["position"])
+                if config.epochs < epoch + (1 if batch else 0):
+                    raise BadInputError(f"--epochs {config.epochs} is fewer than the {epoch} epoch(s) the run has already trained.")
                 trainer.restore(state, path)
                 result.epochs = [r for r in read_jsonl(trainer.metrics_path) if r.get("kind") == "epoch"]
                 progress.message(f"Resuming {plan.run_dir} from {path.name} (epoch {trainer.start_epoch + 1}, after batch {trainer.start_batch}).")

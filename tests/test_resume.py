@@ -152,8 +152,8 @@ def test_resume_refuses_conflicting_options_and_finished_runs(tmp_path, base_mod
         robustft.finetune(resume=run)
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
-    with pytest.raises(BadInputError, match="--epochs conflicts with the configuration"):
-        robustft.finetune(resume=run, epochs=5)
+    with pytest.raises(BadInputError, match="--lr conflicts with the configuration"):
+        robustft.finetune(resume=run, lr=0.3)  # --epochs may change (it extends a run); --lr may not
     with pytest.raises(BadInputError, match="not both"):
         robustft.finetune(resume=run, config_file=run / "config.toml")
     # agreeing and operational options are fine
@@ -257,3 +257,23 @@ def test_two_new_runs_into_one_folder_at_once_one_is_refused(tmp_path, base_mode
     assert "is in use by another robustft run" in refused or "is not empty" in refused
     batches = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"batch"' in line]
     assert len(batches) == 4  # one run's records only
+
+
+def test_resume_refuses_an_edited_config_and_extends_with_epochs(tmp_path, base_model, capsys, monkeypatch):
+    from helpers import cli_in_process
+
+    run = robustft.finetune(epochs=1, n_train=32, batch_size=16, attack_steps=1, out=str(tmp_path / "run")).run_dir
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    original = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(original.replace("lr = 0.05", "lr = 0.5"))
+    edited = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--quiet")
+    assert edited.returncode == 1 and "was changed after its last checkpoint (lr)" in edited.stderr
+    (run / "config.toml").write_text(original)
+    extended = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--epochs", "2", "--quiet")
+    assert extended.returncode == 0, extended.stderr
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert "epochs = 2" in (run / "config.toml").read_text()
+    shorter = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--epochs", "1", "--quiet")
+    assert shorter.returncode != 0 and "Traceback" not in shorter.stderr
