@@ -76,7 +76,7 @@ class Scale:
 
 
 FULL = Scale(n_train=2000, epochs=3, attack_steps=10, n_ex=500, steps=25, full_n_ex=1000, full_steps=100, seeds=3)
-QUICK = Scale(n_train=40, epochs=1, attack_steps=2, n_ex=12, steps=2, full_n_ex=12, full_steps=2, seeds=2)
+QUICK = Scale(n_train=20, epochs=1, attack_steps=1, n_ex=6, steps=1, full_n_ex=6, full_steps=1, seeds=2)
 #: E-AT Table 12: every training image, 1,000 points, the full protocol for every row, 5 seeds there (3 here).
 PAPER = Scale(n_train=50_000, epochs=3, attack_steps=10, n_ex=1000, steps=100, full_n_ex=1000, full_steps=100, seeds=3)
 
@@ -92,7 +92,7 @@ def host() -> PluginHost:
     return plugins
 
 
-def fabricate(root: Path, per_class: int = 6) -> Path:
+def fabricate(root: Path, per_class: int = 2) -> Path:
     """A CIFAR-10-shaped image folder of random images (the pipeline check of ``--quick``)."""
     import numpy as np
     from PIL import Image
