@@ -155,7 +155,7 @@ def _per_norm_differs(seen: Any, wanted: Mapping[str, Any], key: str) -> bool:
     seen = seen if isinstance(seen, dict) else {per_norm.ALL: seen}
     for norm, value in seen.items():
         if key == "attack_options":
-            want = {**wanted.get(per_norm.ALL, {}), **wanted.get(norm, {})}
+            want = per_norm.merged_for(wanted, norm)
         else:
             want = wanted.get(norm, wanted.get(per_norm.ALL))
         if value != want:

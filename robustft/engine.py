@@ -340,7 +340,7 @@ def training_attacks(
                 f"Attack {factory.name!r} does not support norm {norm} (only {others}): "
                 f"give that norm another attack with --attack {norm}=NAME."
             )
-        options = {**config.attack_options.get(per_norm.ALL, {}), **config.attack_options.get(norm.value, {})}
+        options = per_norm.merged_for(config.attack_options, norm.value)
         spec = TrainingAttack(factory, registries.plugin_of("attacks", factory),
                               per_norm.resolve(config.attack_steps, norm, "--attack-steps"), options)
         spec.build(norm, float(eps[norm]))

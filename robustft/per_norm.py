@@ -73,8 +73,9 @@ def resolve(table: Mapping[str, V], norm: Norm, what: str) -> V:
     raise BadInputError(f"{what} has no value for norm {norm.value}: give one with {norm.value}=VALUE.")
 
 
-def resolve_all(table: Mapping[str, V], norms: Iterable[Norm], what: str) -> dict[Norm, V]:
-    return {norm: resolve(table, norm, what) for norm in norms}
+def merged_for(tables: Mapping[str, Mapping[str, Any]], norm: str) -> dict[str, Any]:
+    """A per-norm table of tables (attack options) for one norm: the ``"*"`` table, then the norm's own."""
+    return {**tables.get(ALL, {}), **tables.get(norm, {})}
 
 
 def to_toml(table: Mapping[str, Any]) -> Any:
