@@ -2,6 +2,9 @@
 
     python benchmarks/reproduce.py                  # the CPU-scale reproduction (hours on 2 cores; resumable)
     python benchmarks/reproduce.py --quick          # the whole pipeline on a few images, in minutes
+    python benchmarks/reproduce.py --part seeded,full-e-at &   # split over processes (one thread each) ...
+    python benchmarks/reproduce.py --part full-base,single,max,max-attack; wait
+    python benchmarks/reproduce.py --report docs/reproduction.md   # ... then collect and write the report
     python benchmarks/reproduce.py --paper --model file:rn18-linf.pt --arch preact-resnet18-softplus
                                                     # the papers' own setting (E-AT Table 12), on a GPU
 
@@ -43,14 +46,17 @@ from robustft.pluginmanager import PluginHost
 from robustft_plugins.suites.eat_protocol import EATProtocol
 
 BASE_MODEL = "cifar10-preact-w16-linf"
-#: (folder, schemes, several seeds?, scheme options, row label suffix). linf-at is the reference of the cost per
-#: epoch; MAX is run both ways of picking the worst norm per point (by the outer loss, the default, and by the
-#: attack's loss, as the reference codes do) with every seed, to settle which default the numbers support.
+#: (folder, schemes, how many seeds ("seeds", "max-seeds" or 1), scheme options, row label suffix). linf-at is the
+#: reference of the cost per epoch; MAX is run both ways of picking the worst norm per point (by the outer loss, the
+#: default, and by the attack's loss, as the reference codes do), to settle which default the numbers support.
 GROUPS = (
-    ("seeded", ("e-at", "ramp", "max"), True, {}, ""),
-    ("single", ("linf-at", "e-at-uniform", "sat", "avg", "msd", "l1-at"), False, {}, ""),
-    ("max-attack", ("max",), True, {"select": "attack"}, " (select=attack)"),
+    ("seeded", ("e-at", "ramp"), "seeds", {}, ""),
+    ("single", ("linf-at", "e-at-uniform", "sat", "avg", "msd", "l1-at"), 1, {}, ""),
+    ("max", ("max",), "max-seeds", {}, ""),
+    ("max-attack", ("max",), "max-seeds", {"select": "attack"}, " (select=attack)"),
 )
+GROUP_NAMES = tuple(group[0] for group in GROUPS)
+FULL_NAMES = ("base", "e-at")
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
 
 
@@ -75,7 +81,7 @@ class Scale:
     seeds: int
 
 
-FULL = Scale(n_train=2000, epochs=3, attack_steps=10, n_ex=500, steps=25, full_n_ex=1000, full_steps=100, seeds=3)
+FULL = Scale(n_train=2000, epochs=3, attack_steps=10, n_ex=500, steps=20, full_n_ex=1000, full_steps=100, seeds=3)
 QUICK = Scale(n_train=20, epochs=1, attack_steps=1, n_ex=6, steps=1, full_n_ex=6, full_steps=1, seeds=2)
 #: E-AT Table 12: every training image, 1,000 points, the full protocol for every row, 5 seeds there (3 here).
 PAPER = Scale(n_train=50_000, epochs=3, attack_steps=10, n_ex=1000, steps=100, full_n_ex=1000, full_steps=100, seeds=3)
@@ -134,6 +140,7 @@ def evaluate_per_norm(model: torch.nn.Module, name: str, data: Any, suite: Any, 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else PAPER if args.paper else FULL
+    groups, fulls = _parts(args.part)
     if args.paper and not torch.cuda.is_available():
         raise UserError("--paper runs the papers' full setting (all 50,000 images, 1,000 points, the full protocol for "
                         "every row: days on a CPU) and needs a CUDA GPU, which this machine does not have.")
@@ -161,16 +168,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     full_suite = registries.suites.get("e-at")
     base = zoo.load(info, device=device, dataset=data, **model_options)
     # The base model's full evaluation first: it is the model's documented table, and it needs no fine-tuning.
-    full = {"base": evaluate_per_norm(base, base_model, data, full_suite, registries, scale.full_n_ex, scale.full_steps, out / "full" / "base", device)}
+    seeds = {"seeds": scale.seeds, "max-seeds": args.max_seeds or scale.seeds, 1: 1}
+    full = {}
+    if "base" in fulls:
+        full["base"] = evaluate_per_norm(base, base_model, data, full_suite, registries, scale.full_n_ex,
+                                         scale.full_steps, out / "full" / "base", device)
     rows = []
-    for folder, schemes, seeded, options, suffix in GROUPS:
-        report = compare(",".join(schemes), seeds=scale.seeds if seeded else 1, out=out / folder, options=options, **common)
-        base_eval = report.base
-        rows += [{**row.as_dict(), "scheme": row.scheme + suffix} for row in report.rows]
-    first_eat = Path(next(row for row in rows if row["scheme"] == "e-at")["runs"][0])
-    tuned, _ = load_run_model(first_eat, registries, device, dataset=data)
-    full["e-at"] = evaluate_per_norm(tuned, f"+ e-at ({first_eat.name})", data, full_suite, registries, scale.full_n_ex,
-                                     scale.full_steps, out / "full" / "e-at", device)
+    base_eval = None
+    for folder, schemes, how_many, options, suffix in GROUPS:
+        if folder not in groups and not (folder == "seeded" and "e-at" in fulls):
+            continue
+        only_eat = folder not in groups  # the full E-AT evaluation needs the first E-AT run, nothing else
+        report = compare("e-at" if only_eat else ",".join(schemes), seeds=1 if only_eat else seeds[how_many],
+                         out=out / folder, options=options, **common)
+        if not only_eat:
+            base_eval = report.base
+            rows += [{**row.as_dict(), "scheme": row.scheme + suffix} for row in report.rows]
+        if folder == "seeded" and "e-at" in fulls:
+            first_eat = Path(next(row for row in report.rows if row.scheme == "e-at").runs[0])
+            tuned, _ = load_run_model(first_eat, registries, device, dataset=data)
+            full["e-at"] = evaluate_per_norm(tuned, f"+ e-at ({first_eat.name})", data, full_suite, registries,
+                                             scale.full_n_ex, scale.full_steps, out / "full" / "e-at", device)
+    if args.part:
+        return {}  # one part of a split run: its results are cached in --out; the last full call writes the summary
     summary = {
         "scale": scale.__dict__,
         "base": base_eval,
@@ -182,6 +202,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _parts(part: list[str] | None) -> tuple[set[str], set[str]]:
+    """The scheme groups and full evaluations a ``--part`` list selects (everything without one)."""
+    if not part:
+        return set(GROUP_NAMES), set(FULL_NAMES)
+    chosen = {name.strip() for item in part for name in item.split(",") if name.strip()}
+    full = {name.removeprefix("full-") for name in chosen if name.startswith("full-")}
+    groups = chosen - {f"full-{name}" for name in full}
+    unknown = sorted((groups - set(GROUP_NAMES)) | (full - set(FULL_NAMES)))
+    if unknown:
+        valid = ", ".join([*GROUP_NAMES, *(f"full-{name}" for name in FULL_NAMES)])
+        raise UserError(f"Unknown --part {', '.join(unknown)}; the parts are {valid}.")
+    return groups, full
 
 
 def machine() -> dict[str, Any]:
@@ -236,12 +270,19 @@ def main() -> None:
     parser.add_argument("--model", help="With --paper: the l-inf base model (a RobustBench name, or file:PATH with --arch).")
     parser.add_argument("--arch", help="With --paper and a file: model, its architecture (preact-resnet18-softplus).")
     parser.add_argument("--model-dir", help="With --paper: RobustBench's model folder.")
+    parser.add_argument("--part", action="append", help=(
+        "Only these scheme groups or full evaluations (comma-separated; repeatable): "
+        f"{', '.join(GROUP_NAMES)}, full-base, full-e-at. Split a long run over processes; a last call without "
+        "--part collects the cached results and writes the summary."))
+    parser.add_argument("--max-seeds", type=int, help="Seeds of the two MAX rows (default: as many as E-AT and RAMP).")
     parser.add_argument("--report", type=Path, help="Write the Markdown report here (e.g. docs/reproduction.md).")
     args = parser.parse_args()
     try:
         summary = run(args)
     except UserError as exc:
         sys.exit(f"error: {exc.message}")
+    if not summary:
+        return
     for claim, measured, holds, _ in claims(summary):
         verdict = "reported" if holds is None else ("holds" if holds else "DOES NOT HOLD")
         print(f"{claim}: {measured} -> {verdict}")

@@ -44,3 +44,12 @@ def test_missing_images_are_one_sentence(tmp_path):
         f"error: The CIFAR-10 images are not in {str(tmp_path / 'none')!r}: extract cifar10-jpeg.tar.xz there (or pass "
         "--data), or run with --quick to check the pipeline on fabricated images."
     ]
+
+
+def test_an_unknown_part_is_one_sentence_naming_the_parts(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--out", str(tmp_path / "o"),
+                           "--part", "seeded,fancy"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at."
+    ]
