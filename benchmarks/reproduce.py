@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.part:
         return {}  # one part of a split run: its results are cached in --out; the last full call writes the summary
     summary = {
-        "scale": scale.__dict__,
+        "scale": {**scale.__dict__, "max_seeds": seeds["max-seeds"]},
         "base": base_eval,
         "rows": rows,
         "full": full,
