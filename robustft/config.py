@@ -70,6 +70,7 @@ class FinetuneConfig:
     image_size: int | None = None
     extra_data: str | None = None
     download: bool | None = None
+    skip_bad_images: bool | None = None  # image folders: leave out unreadable files instead of stopping
     # Not settings: where each setting came from ("default", "recipe cifar10 (...)", "config file ...",
     # "option", ...; written to config.toml as the [provenance] table) and the layers it was built from,
     # so that pre-flight can put the data set's recipe under them (with_recipe).
@@ -80,7 +81,8 @@ class FinetuneConfig:
         return {k: v for k, v in (("model_dir", self.model_dir), ("checkpoint", self.checkpoint), ("arch", self.arch), ("download", self.download)) if v is not None}
 
     def data_options(self) -> dict[str, Any]:
-        return {k: v for k, v in (("data_dir", self.data_dir), ("image_size", self.image_size), ("extra_data", self.extra_data), ("download", self.download)) if v is not None}
+        return {k: v for k, v in (("data_dir", self.data_dir), ("image_size", self.image_size), ("extra_data", self.extra_data), ("download", self.download),
+                                            ("skip_bad_images", self.skip_bad_images)) if v is not None}
 
     def to_toml_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -107,7 +109,7 @@ _INT_FIELDS = {"epochs", "batch_size", "seed", "n_train", "workers", "image_size
 OPERATIONAL_FIELDS = frozenset(
     {"device", "workers", "checkpoint_every", "max_nan_batches", "amp", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
 )
-_BOOL_FIELDS = {"download", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
+_BOOL_FIELDS = {"download", "skip_bad_images", "channels_last", "cudnn_benchmark", "compile", "pin_memory"}
 _FLOAT_FIELDS = {"lr", "lr_step", "momentum", "weight_decay", "trades_beta"}
 _CHOICES = {
     "lr_schedule": ("step", "piecewise", "cyclic"),

@@ -164,6 +164,9 @@ def load_extra_data(path: str | Path, input_shape: Sequence[int], num_classes: i
     tensor = nhwc_to_tensor(images)
     if tuple(tensor.shape[1:]) != tuple(input_shape):
         raise UserError(f"The extra images in {str(path)!r} are {tuple(tensor.shape[1:])} (C, H, W); the data set's are {tuple(input_shape)}.")
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        # Casting would turn 2.7 into 2 without a word: pseudo-labels must be class indices already.
+        raise UserError(f"The extra labels in {str(path)!r} must be integer class indices, not {labels.dtype}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise UserError(f"The extra labels in {str(path)!r} must lie in 0..{num_classes - 1}.")
     return ImageArrayDataset(tensor, torch.as_tensor(labels.astype(np.int64)), transform)

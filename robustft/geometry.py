@@ -20,11 +20,12 @@ on l1 and l-inf when the hull's l2 radius covers the l2 radius of the threat mod
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
 from robustft.errors import BadInputError
-from robustft.norms import format_radius
+from robustft.norms import Norm, format_radius
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,26 @@ def geometry(eps_1: Fraction | float, eps_inf: Fraction | float, dim: int, eps_2
         l2_radius_hull=l2_radius_hull(eps_1, eps_inf, dim),
         eps_2=None if eps_2 is None else float(eps_2),
     )
+
+
+def box_diameter(norm: Norm, dim: int) -> float:
+    """The diameter of the [0,1] box of dimension ``dim`` in ``norm``: 1 in l-inf, sqrt(d) in l2, d in l1."""
+    return {Norm.LINF: 1.0, Norm.L2: math.sqrt(dim), Norm.L1: float(dim)}[norm]
+
+
+def check_radii(eps: Mapping[Norm, Fraction], norms: Iterable[Norm], dataset_name: str, dim: int) -> None:
+    """Every norm in ``norms`` has a positive radius no larger than the box's diameter in that norm: a larger
+    ball holds every image, so training in it is meaningless and robustness in it is zero by construction.
+    Fine-tuning and evaluation both check it."""
+    for norm in norms:
+        if norm not in eps:
+            raise BadInputError(f"Data set {dataset_name!r} has no default radius for norm {norm}: give --eps {norm}=RADIUS.")
+        radius = Fraction(eps[norm])
+        if radius <= 0:
+            raise BadInputError(f"The {norm.label} radius must be positive, got {format_radius(radius)}.")
+        limit = box_diameter(norm, int(dim))
+        if float(radius) > limit:
+            raise BadInputError(
+                f"The {norm.label} radius {format_radius(radius)} is larger than the [0,1] box of data set "
+                f"{dataset_name!r} allows (at most {limit:g}): the ball would hold every image."
+            )

@@ -9,6 +9,7 @@ weights_only=True)``: a pickle that would run code is refused instead of execute
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -28,19 +29,73 @@ class UnsafeFileError(UserError):
     """A torch file holds objects that unpickling would execute; it is refused, never loaded."""
 
 
+class DiskFullError(UserError):
+    """A write failed for lack of space (or quota); what was on disk before it is intact."""
+
+
+#: errno values that mean "no room": the device is full, or the user's quota is spent.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
+def disk_full(path: Path, needed: int) -> DiskFullError:
+    """The one sentence for a write that found no room: the folder and the space the write needed."""
+    return DiskFullError(
+        f"No space left in {str(path.parent)!r} to write {path.name} ({_size(needed)}): free at least that much there "
+        "and run the command again (an interrupted fine-tuning run continues with --resume)."
+    )
+
+
+#: Prefix and suffix of the temporary files of :func:`atomic_write_bytes` (:func:`remove_stale_temporaries`).
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as exc:
+        if exc.errno in _NO_ROOM:
+            raise disk_full(path, len(data)) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            raise disk_full(path, len(data)) from None
         raise
+
+
+def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] = ()) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_write_bytes` left in ``folder`` (not recursive):
+    ``.<name>.<random>.tmp``, for the file names in ``names`` or for any name when ``names`` is empty.
+    Only files of that exact pattern are touched; call it only where one process writes (a locked run)."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        name = entry.name
+        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX) and entry.is_file()):
+            continue
+        target = name[len(TMP_PREFIX):-len(TMP_SUFFIX)].rpartition(".")[0]
+        if target and (not names or target in names):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -51,9 +106,14 @@ def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
     """Append one JSON line in a single write (a crash leaves at most a cut last line, which
     :func:`read_jsonl` skips)."""
     line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+    except OSError as exc:
+        if exc.errno in _NO_ROOM:
+            raise disk_full(Path(path), len(line.encode("utf-8"))) from None
+        raise
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -124,6 +184,13 @@ def verify_checksum(path: str | Path, what: str = "checkpoint", *, required: boo
     return True
 
 
+def pickle_culprit(exc: BaseException) -> str:
+    """`` (it calls posix.system)`` for torch's refusal of a pickle naming that callable, else ``""``."""
+    # torch words it "Unsupported global: GLOBAL posix.system" (2.6) or "unsupported GLOBAL posix.system" (2.14)
+    found = re.search(r"(?i)unsupported\s+(?:global:\s*)?GLOBAL\s+([\w.]+)", str(exc))
+    return f" (it calls {found.group(1)})" if found else ""
+
+
 def load_torch(path: str | Path, what: str = "checkpoint", *, require_checksum: bool = False) -> Any:
     """Load a torch file safely (``weights_only=True``); every failure is one sentence.
 
@@ -145,8 +212,7 @@ def load_torch(path: str | Path, what: str = "checkpoint", *, require_checksum: 
 
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        culprit = f" (it calls {found.group(1)})" if found else ""
+        culprit = pickle_culprit(exc)
         raise UnsafeFileError(
             f"The {what} {str(path)!r} was refused: it holds objects other than tensors and plain data, "
             f"which loading would execute{culprit}."

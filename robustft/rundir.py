@@ -26,6 +26,7 @@ from typing import Any
 from robustft.errors import UserError
 from robustft.io import atomic_write_text
 from robustft.paths import runs_dir
+from robustft.schemas import RunInfo
 
 LATEST = "latest"
 #: Free space a run needs before it starts, at the least (checkpoints need more for big models:
@@ -40,7 +41,7 @@ def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {str(path)!r} is a file, not a folder; choose another --out.")
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not only_scaffolding(path):
             raise UserError(f"Output folder {str(path)!r} is not empty; choose another --out or remove it.")
         return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -51,6 +52,31 @@ def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
         suffix += 1
         path = runs_dir() / f"{stamp}-{slug}-{suffix}"
     return path
+
+
+#: What robustft puts in a run folder before the run's first file of value (config.toml): a new run may
+#: take over a folder holding only these, which a run killed in its first moments leaves behind.
+SCAFFOLDING = (".lock", ".write-test", "checkpoints")
+
+
+def only_scaffolding(path: Path) -> bool:
+    """``path`` holds nothing but :data:`SCAFFOLDING` (an empty checkpoints folder) and stale temporary files."""
+    for entry in path.iterdir():
+        if entry.name == "checkpoints" and entry.is_dir():
+            if any(entry.iterdir()):
+                return False
+        elif entry.name not in SCAFFOLDING and not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            return False
+    return True
+
+
+def killed_before_start(run_dir: Path) -> bool:
+    """The run in ``run_dir`` was stopped after writing its config.toml and before its first run.json and
+    checkpoint: ``--resume`` starts it from the beginning with that configuration."""
+    return (
+        run_dir.is_dir() and (run_dir / "config.toml").is_file() and not (run_dir / "run.json").exists()
+        and not list_checkpoints(run_dir)
+    )
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -165,9 +191,10 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{str(run_dir)!r} is not a robustft run folder (it has no run.json).")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{str(path)!r} is damaged (not valid JSON).") from None
+    return RunInfo.check(data, path)
 
 
 def mark_latest(run_dir: Path) -> None:

@@ -59,6 +59,7 @@ def test_unknown_names_suggest_the_closest(args, suggestion, capsys, monkeypatch
         ["finetune", "--epochs", "0"],
         ["finetune", "--seed", "99999999999999999999999"],
         ["eval", "--batch-size", "0"],
+        ["eval", "--model", "scratch:digits-cnn", "--eps", "inf=2"],  # the ball would hold every image, as finetune says
         ["eval", "--batch-size", "-3"],
         ["eval", "--seed", "-1"],
         ["finetune", "--eps", "inf=1/255", "--eps", "inf=2/255"],

@@ -213,6 +213,9 @@ def test_extra_data_formats_and_checks(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([0, 12]))
     with pytest.raises(UserError, match="0..9"):
         load_extra_data(tmp_path / "bad.npz", (3, 32, 32), 10)
+    np.savez(tmp_path / "float.npz", images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([0.0, 2.7]))
+    with pytest.raises(UserError, match="must be integer class indices, not float64"):  # 2.7 is never cast to 2
+        load_extra_data(tmp_path / "float.npz", (3, 32, 32), 10)
 
 
 def config(**kw):

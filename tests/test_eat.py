@@ -154,6 +154,18 @@ def test_warns_when_the_hull_does_not_cover_the_l2_radius():
     assert EAT((Norm.LINF, Norm.L2, Norm.L1)).threat_model_warnings(mnist, 784) == []  # l2 trained itself
 
 
+def test_a_single_norm_is_named_as_single_norm_training():
+    from fractions import Fraction
+
+    from robustft_plugins.schemes.eat import EAT, EATUniform
+
+    cifar = {Norm.L1: Fraction(12), Norm.L2: Fraction(1, 2), Norm.LINF: Fraction(8, 255)}
+    (message,) = EAT((Norm.L2,)).threat_model_warnings(cifar, 3072)
+    assert "draws nothing: it is l2 adversarial training (--scheme l2-at)" in message
+    (uniform,) = EATUniform((Norm.LINF,)).threat_model_warnings(cifar, 3072)
+    assert "(--scheme linf-at)" in uniform
+
+
 def test_finetune_prints_the_hull_warning(capsys, monkeypatch, base_model):
     from helpers import cli_in_process
 

@@ -10,6 +10,7 @@ checking each message against its catalogue entry (template and exit code).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def _function_of(tree: ast.Module) -> dict[int, str]:
     return owner
 
 
+@functools.lru_cache(maxsize=1)  # parsing every module takes a second; the sources do not change in a session
 def catalogue() -> list[Entry]:
     """Every user error raised in robustft/ and plugins/, in file order."""
     trees = _sources()
@@ -230,7 +232,7 @@ def prepare(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "DAMAGEDJSON").mkdir()
     (tmp_path / "DAMAGEDJSON" / "run.json").write_text("{not json")
     (tmp_path / "FINISHED").mkdir()
-    (tmp_path / "FINISHED" / "run.json").write_text(json.dumps({"status": "finished"}))
+    (tmp_path / "FINISHED" / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "status": "finished"}))
     (tmp_path / "UNFINISHED").mkdir()
     (tmp_path / "UNFINISHED" / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at"}))
     names = ["BAD.toml", "UNKNOWN.toml", "NOTTABLE.toml", "WRONGTYPE.toml", "MISSING.toml", "EMPTYRUN", "MISSING", "FILE", "BUSY", "DAMAGEDJSON", "UNFINISHED", "FINISHED"]

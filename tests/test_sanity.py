@@ -1,18 +1,32 @@
-"""eval --sanity: the gradient-masking checks pass on an honest model and catch a masked one."""
+"""eval --sanity: the gradient-masking checks pass on an honest model and catch masked ones.
+
+Each check compares the evaluation suite under test with a stronger attack. The models below are built so
+that the suite at ``steps`` overstates robustness: a one-sided check (fail only if the stronger attack
+leaves MORE points robust) passes on them, the two-sided checks of robustft.sanity must not.
+"""
 
 from __future__ import annotations
 
 import json
 from fractions import Fraction
+from typing import Any
 
+import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from robustft.contracts import Attack, EvalSuite
 from robustft.norms import Norm
 from robustft.pluginmanager import registries
-from robustft.sanity import check_model, linear_surrogate
+from robustft.sanity import check_model, linear_surrogate, tolerance
 
 from helpers import cli_in_process
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N = 60  # test points per check: the first N of the digits test set
+CPU = torch.device("cpu")
 
 
 class Masked(nn.Module):
@@ -28,19 +42,116 @@ class Masked(nn.Module):
         return self.model(x.detach()) + 0 * x.sum()
 
 
+def nearest(x: Tensor, clean: Tensor) -> Tensor:
+    """Index of the memorised clean point nearest to each input (no gradient: a piecewise constant choice)."""
+    with torch.no_grad():
+        return torch.cdist(x.flatten(1), clean).argmin(1)
 
+
+class Staircase(nn.Module):
+    """Right on the memorised clean points; wrong only after ``length`` pixels have each been pushed to the edge
+    of the l-inf ball of radius ``eps`` (away from the nearer end of [0, 1]), and its input gradient shows the
+    attack only the next pixel of that staircase: pixel k counts only once pixels 0..k-1 are at least 3/4 of
+    the way out. A gradient attack climbs about one pixel per step, so with fewer steps than ``length`` it
+    reports the point robust, with twice as many it breaks it: the suite at ``steps`` has not converged."""
+
+    def __init__(self, clean: Tensor, labels: Tensor, eps: float, length: int, num_classes: int = 10) -> None:
+        super().__init__()
+        flat = clean.flatten(1)
+        self.register_buffer("clean", flat)
+        self.register_buffer("labels", labels)
+        self.register_buffer("outwards", torch.where(flat[:, :length] < 0.5, 1.0, -1.0))
+        self.eps, self.length, self.num_classes = eps, length, num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        i = nearest(x, self.clean)
+        flat = x.flatten(1)
+        # Progress of each staircase pixel, 1 at the edge of the ball; not clamped below, so that a pixel
+        # at the box edge (clean value 0) still has a gradient.
+        out = ((flat[:, : self.length] - self.clean[i, : self.length]) * self.outwards[i] / self.eps).clamp(max=1.0)
+        gate = ((out - 0.5) / 0.25).clamp(0.0, 1.0)
+        reached = torch.cat([torch.ones_like(gate[:, :1]), gate[:, :-1].cumprod(1)], dim=1)
+        climbed = (reached * out).sum(1)  # = length only with every pixel at the edge
+        y = self.labels[i]
+        other = F.one_hot((y + 1) % self.num_classes, self.num_classes).to(x.dtype)
+        return F.one_hot(y, self.num_classes).to(x.dtype) + other * (climbed - self.length + 1.5)[:, None]
+
+
+class FlatNearCleanPoints(nn.Module):
+    """``model`` farther than ``radius`` (l1) from the nearest memorised clean point; within it, the constant
+    ``model(clean point)``: a zero input gradient in a neighbourhood of each clean point, honest outside it.
+    An attack that starts at the clean point never moves; one from a random start escapes and attacks
+    ``model`` itself."""
+
+    def __init__(self, model: nn.Module, clean: Tensor, radius: float) -> None:
+        super().__init__()
+        self.model, self.radius = model, radius
+        self.register_buffer("clean", clean.flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        anchor = self.clean[nearest(x, self.clean)]
+        with torch.no_grad():
+            flat_logits = self.model(anchor.view_as(x))
+        inside = (x.flatten(1) - anchor).abs().sum(1) <= self.radius
+        return torch.where(inside[:, None], flat_logits, self.model(x))
+
+
+class FromCleanPoint(EvalSuite):
+    """APGD-CE started at the clean point, as training attacks start: a weak suite a plugin might register."""
+
+    name = "apgd-ce-from-clean"
+
+    def attacks(self, norm: Norm, eps: float, *, num_classes: int, steps: int, seed: int, registry: Any) -> list[tuple[str, Attack]]:
+        return [("apgd-ce", registry.get("apgd").build(norm, eps, steps=steps, purpose="eval", seed=seed, loss="ce",
+                                                       random_start=False))]
 
 
 def digits():
     return registries().datasets.get("digits")
 
 
+def test_tolerance_is_one_point_or_one_percent():
+    assert [tolerance(n) for n in (10, 60, 199, 200, 1000)] == [1, 1, 1, 2, 10]
+
+
 def test_honest_model_passes_every_check(base_model):
     data = digits()
     checks = check_model(base_model, data, [Norm.LINF], {Norm.LINF: Fraction(1, 10)}, registries=registries(),
-                         surrogate=linear_surrogate(data, torch.device("cpu")), n_ex=60, steps=10, name="base")
+                         suite=registries().suites.get("e-at"), surrogate=linear_surrogate(data, CPU), n_ex=N, steps=10,
+                         name="base")
     assert {c.check for c in checks} == {"more-steps", "more-restarts", "transfer", "linf-radius-1"}
     assert all(c.passed for c in checks), [c.detail for c in checks if not c.passed]
+    base = next(c for c in checks if c.check == "more-steps").values["steps"]
+    assert base > 0.5  # the base model is l-inf robust: the checks compared something
+
+
+def test_unconverged_suite_fails_more_steps():
+    data = digits()
+    x, y = data.test().tensors
+    model = Staircase(x[:N], y[:N], eps=0.1, length=16)  # more pixels than 10 steps climb, fewer than 20
+    checks = check_model(model, data, [Norm.LINF], {Norm.LINF: Fraction(1, 10)}, registries=registries(),
+                         suite=registries().suites.get("e-at"), surrogate=linear_surrogate(data, CPU), n_ex=N, steps=10,
+                         device=CPU, name="staircase")
+    more_steps = next(c for c in checks if c.check == "more-steps")
+    assert not more_steps.passed, more_steps.detail
+    # The stronger attack leaves far FEWER points robust: the table's number at 10 steps is overstated.
+    assert more_steps.values["steps"] >= 0.5
+    assert more_steps.values["more_steps"] <= more_steps.values["steps"] - 0.3
+
+
+def test_flat_gradients_near_clean_points_fail_more_restarts(base_model):
+    data = digits()
+    x, _ = data.test().tensors
+    model = FlatNearCleanPoints(base_model, x[:N], radius=1.0)
+    # l1 at radius 2: outside the flat neighbourhood the base model (l-inf robust) is weak.
+    checks = check_model(model, data, [Norm.L1], {Norm.L1: Fraction(2)}, registries=registries(), suite=FromCleanPoint(),
+                         surrogate=linear_surrogate(data, CPU), n_ex=N, steps=10, name="flat")
+    found = {c.check: c for c in checks}
+    restarts = found["more-restarts"]
+    assert not restarts.passed, restarts.detail
+    assert restarts.values["suite"] >= 0.5  # the suite never left the clean points
+    assert restarts.values["more_restarts"] <= restarts.values["suite"] - 0.3
+    assert found["more-steps"].passed  # more steps from the clean point stay stuck: only the restarts tell
 
 
 def test_masked_gradients_are_caught(base_model):
@@ -48,7 +159,7 @@ def test_masked_gradients_are_caught(base_model):
     masked = Masked(base_model)
     # l1 at radius 2: the base model (l-inf robust) is weak there, so the transferred points break it.
     checks = check_model(masked, data, [Norm.L1], {Norm.L1: Fraction(2)}, registries=registries(),
-                         surrogate=base_model, n_ex=60, steps=10, name="masked")
+                         suite=registries().suites.get("e-at"), surrogate=base_model, n_ex=N, steps=10, name="masked")
     failed = {c.check for c in checks if not c.passed}
     assert "transfer" in failed  # the base model's points break what the white-box attack could not
     transfer = next(c for c in checks if c.check == "transfer")
@@ -63,3 +174,6 @@ def test_eval_sanity_json(base_model, capsys, monkeypatch):
     checks = {(c["check"], c["norm"]): c for c in data["sanity"]}
     assert set(checks) == {("more-steps", "inf"), ("more-restarts", "inf"), ("transfer", "inf"), ("linf-radius-1", "inf")}
     assert all(isinstance(c["passed"], bool) and c["detail"] for c in checks.values())
+    # The checks test the table's suite (--suite, default e-at), with the tolerance they applied.
+    assert "e-at" in checks[("more-steps", "inf")]["detail"]
+    assert checks[("more-steps", "inf")]["values"]["tolerance"] == 1 / 40

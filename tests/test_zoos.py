@@ -161,7 +161,9 @@ def test_file_zoo_reads_wrapped_prefixed_and_safetensors_checkpoints(tmp_path: P
         zoo.load(zoo.resolve(str(pt)), device=torch.device("cpu"), dataset=Cifar10().configure(), arch="wrn-28-10")
     with pytest.raises(BadInputError, match="--arch"):
         zoo.load(zoo.resolve(str(pt)), device=torch.device("cpu"), dataset=data)
-    assert zoo.resolve("Gowal2020_WRN70") is None and zoo.resolve("missing.pt") is not None
+    assert zoo.resolve("Gowal2020_WRN70") is None
+    with pytest.raises(UserError, match="'missing.pt' does not exist"):  # before the data set or --arch is asked for
+        zoo.resolve("missing.pt")
     evil = tmp_path / "evil.pt"
     evil.write_bytes(b"<html>not weights</html>")
     with pytest.raises(UserError, match="HTML"):
@@ -208,6 +210,45 @@ def test_timm_checkpoint_evaluates_with_normalisation_folded_in(tmp_path: Path, 
         "--data-dir", str(cifar_dir), "--n-ex", "2", "--steps", "2", "--norms", "inf", "--json", "-q",
     )
     assert json.loads(result.stdout)["results"][0]["n"] == 2
+
+
+class _CreatesFile:
+    """Unpickling this creates a file: the payload of a planted hub checkpoint."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_timm_hub_weights_naming_their_own_file_are_unpickled_safely(tmp_path: Path, monkeypatch) -> None:
+    import pickle
+
+    from timm.models import _builder, _hub
+    from huggingface_hub.utils import EntryNotFoundError
+
+    from robustft_plugins.zoos.timm_zoo import _refused, safe_weight_loading
+
+    assert _hub._has_hf_hub, "timm cannot import huggingface_hub, so every --download fails (bound huggingface_hub)"
+    marker, planted = tmp_path / "pwned", tmp_path / "pytorch_model.bin"
+    torch.save({"w": _CreatesFile(str(marker))}, planted)
+
+    def download(repo_id, filename, **kwargs):  # the hub, offline: no safetensors, the planted .bin
+        if filename.endswith(".safetensors"):
+            raise EntryNotFoundError(f"{filename} not found")
+        return str(planted)
+
+    monkeypatch.setattr(_hub, "hf_hub_download", download)
+    # timm's own call for a model that names its weights file: weights_only=False, so the payload runs
+    _builder.load_state_dict_from_hf("acme/model", "pytorch_model.bin")
+    assert marker.exists()
+    marker.unlink()
+    with safe_weight_loading(), pytest.raises(pickle.UnpicklingError) as refused:
+        _builder.load_state_dict_from_hf("acme/model", "pytorch_model.bin")
+    assert not marker.exists()
+    assert _builder.load_state_dict_from_hf.__name__ == "load_state_dict_from_hf" and _builder.load_state_dict_from_hf is _hub.load_state_dict_from_hf  # put back
+    assert "(it calls io.open)" in _refused("vit_x", refused.value).message
 
 
 def test_timm_vit_is_built_for_the_data_sets_image_size(cifar_dir: Path) -> None:

@@ -16,6 +16,10 @@ the l-inf radius is per pixel and does not depend on the size, and the l1/l2 rad
 standard ones rather than a rescaling by dimension (which would give 588 for l1 at 224 x 224 where
 ImageNet uses 255).
 
+Every file's header is read when a split is built: unreadable files (not an image, a broken header, more
+pixels than PIL's decompression-bomb limit) are named and the command stops, or with ``--skip-bad-images``
+they are left out with a count (``image_files.py``).
+
 Both splits are put in a fixed pseudo-random order (seed 0): folders are sorted by class, and the
 evaluator takes the first ``--n-ex`` points and fine-tuning's ``--n-train`` the first N training points,
 which should cover every class.
@@ -23,6 +27,7 @@ which should cover every class.
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,10 +38,12 @@ from robustft.contracts import DatasetPlugin
 from robustft.errors import BadInputError, UserError
 from robustft.hookspecs import hookimpl
 from robustft.norms import Norm
+from robustft_plugins.datasets.image_files import load_rgb, refuse_or_skip
 
 if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
     from torchvision import transforms
 
+log = logging.getLogger("robustft")
 SMALL_EPS = {Norm.LINF: Fraction(8, 255), Norm.L2: Fraction(1, 2), Norm.L1: Fraction(12)}
 LARGE_EPS = {Norm.LINF: Fraction(4, 255), Norm.L2: Fraction(2), Norm.L1: Fraction(255)}
 LARGE_FROM = 128
@@ -51,8 +58,9 @@ LARGE_RECIPE = {"epochs": 1, "lr": 0.01, "batch_size": 256, "weight_decay": 1e-4
 LARGE_RECIPE_SOURCE = "E-AT App. A and RAMP Sec. 5.1, ImageNet"
 
 
-def _fixed_classes(root: str, class_to_idx: dict[str, int], transform: Any) -> Any:
-    """An ImageFolder whose class indices come from the training folder, not from its own subfolders."""
+def _fixed_classes(root: str, class_to_idx: dict[str, int], transform: Any, *, skip_bad: bool = False) -> Any:
+    """An ImageFolder whose class indices come from the training folder, not from its own subfolders, and
+    whose files all have readable headers (bad ones refused, or left out with ``skip_bad``)."""
     from torchvision import datasets
 
     class FixedClasses(datasets.ImageFolder):
@@ -63,7 +71,10 @@ def _fixed_classes(root: str, class_to_idx: dict[str, int], transform: Any) -> A
                 raise UserError(f"The test folder {directory!r} has class {unknown[0]!r}, which the training folder lacks.")
             return sorted(class_to_idx, key=class_to_idx.get), class_to_idx
 
-    return FixedClasses(root, transform=transform, allow_empty=True)  # a test folder may lack classes
+    data = FixedClasses(root, transform=transform, loader=load_rgb, allow_empty=True)  # a test folder may lack classes
+    data.samples = data.imgs = refuse_or_skip(data.samples, root, skip=skip_bad, warn=log.warning)
+    data.targets = [label for _, label in data.samples]
+    return data
 
 
 def to_float_tensor() -> transforms.ToTensor:
@@ -80,7 +91,7 @@ class ImageFolderData(DatasetPlugin):
     input_shape = (3, 32, 32)
     default_eps = SMALL_EPS
     recipe, recipe_source = SMALL_RECIPE, SMALL_RECIPE_SOURCE
-    accepted_options = ("path", "data_dir", "image_size")
+    accepted_options = ("path", "data_dir", "image_size", "skip_bad_images")
     default_size = 32
     label = "image folder"
     #: Subfolders tried, in order, for the test split.
@@ -142,7 +153,7 @@ class ImageFolderData(DatasetPlugin):
             self._root = self.locate()
             self._classes = self._find_classes()
         folder = self._root / split
-        data = _fixed_classes(str(folder), self._classes, transform)
+        data = _fixed_classes(str(folder), self._classes, transform, skip_bad=bool(self.options.get("skip_bad_images")))
         if len(data) == 0:
             raise UserError(f"The {self.label} {str(folder)!r} holds no images in its class subfolders.")
         return data

@@ -66,7 +66,7 @@ class ImageNet(ImageFolderData):
     input_shape = (3, SIZE, SIZE)
     default_eps = LARGE_EPS
     recipe, recipe_source = LARGE_RECIPE, LARGE_RECIPE_SOURCE
-    accepted_options = ("data_dir", "download")
+    accepted_options = ("data_dir", "download", "skip_bad_images")
     label = "ImageNet folder"
     test_splits = ("val",)
 

@@ -64,6 +64,10 @@ class EAT(Scheme):
         """E-AT leaves out l2 because the l2 ball inside the hull of the l1 and l-inf balls covers the
         threat model's (Thm. 3.1); say so when it does not (MNIST's defaults: 1.74 < 2)."""
         trained = set(self.norms)
+        if len(trained) == 1:  # legal, but nothing is sampled: it is single-norm adversarial training
+            (only,) = trained
+            return [f"E-AT with the single norm {only.label} draws nothing: it is {only.label} adversarial training "
+                    f"(--scheme l{only.value}-at); give two norms or more (default 1,inf) for E-AT."]
         if Norm.L2 in trained or not {Norm.L1, Norm.LINF} <= trained or Norm.L2 not in eps:
             return []
         try:

@@ -8,14 +8,23 @@
 * Size: the number of classes and input channels come from the data set; a model with a fixed input size
   (ViTs) is built for the data set's image size (timm resamples position embeddings of pretrained ones).
 
+Hub weights are unpickled with ``weights_only=True`` whatever timm asks for: timm 1.0.9 loads a model that
+names its own weights file (``hf_hub_filename``) with ``weights_only=False``, which would run whatever a
+planted pickle holds; :func:`safe_weight_loading` makes both of timm's download loaders refuse such a file,
+and the refusal is one sentence naming the culprit (``robustft.io``'s wording).
+
 timm's tiny test models (``timm:test_vit``, ``timm:test_efficientnet``, ``timm:test_byobnet``) build
 offline in a fraction of a second and serve the tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import pickle
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,6 +33,7 @@ from torch import nn
 from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
 from robustft.errors import BadInputError, UserError
 from robustft.hookspecs import hookimpl
+from robustft.io import UnsafeFileError, pickle_culprit
 
 log = logging.getLogger("robustft")
 
@@ -38,6 +48,36 @@ def import_timm() -> Any:
     except ImportError:
         raise UserError(f"The timm zoo needs the timm package: {INSTALL_HINT}.") from None
     return timm
+
+
+@contextlib.contextmanager
+def safe_weight_loading() -> Iterator[None]:
+    """While timm builds a pretrained model, its two download loaders unpickle with ``weights_only=True``
+    (timm's builder calls them by module-level name, so they are swapped there and put back after)."""
+    from timm.models import _builder
+
+    originals = {name: getattr(_builder, name) for name in ("load_state_dict_from_hf", "load_state_dict_from_url")
+                 if hasattr(_builder, name)}
+
+    def forced(loader: Any) -> Any:
+        @functools.wraps(loader)
+        def load(*args: Any, **kwargs: Any) -> Any:
+            kwargs["weights_only"] = True
+            return loader(*args, **kwargs)
+        return load
+
+    for name, loader in originals.items():
+        setattr(_builder, name, forced(loader))
+    try:
+        yield
+    finally:
+        for name, loader in originals.items():
+            setattr(_builder, name, loader)
+
+
+def _refused(name: str, exc: pickle.UnpicklingError) -> UnsafeFileError:
+    return UnsafeFileError(f"The downloaded weights of timm:{name} were refused: they hold objects other than tensors "
+                           f"and plain data, which loading would execute{pickle_culprit(exc)}.")
 
 
 class TimmZoo(ModelZoo):
@@ -76,7 +116,10 @@ class TimmZoo(ModelZoo):
             if size != tuple(cfg.input_size[1:]):
                 kwargs["img_size"] = size
         try:
-            model = timm.create_model(info.name, pretrained=download, **kwargs)
+            with safe_weight_loading():
+                model = timm.create_model(info.name, pretrained=download, **kwargs)
+        except pickle.UnpicklingError as exc:
+            raise _refused(info.name, exc) from None
         except TypeError as exc:
             raise BadInputError(f"timm model {info.name!r} cannot be built for this data set ({exc}).") from None
         except Exception as exc:  # hub and network errors come in many classes
