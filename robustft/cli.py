@@ -35,11 +35,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+DEBUG_ENV = "ROBUSTFT_DEBUG"
+_debug = {"on": False}  # set by --debug for this call of main (reset there)
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of an error raised inside a plugin (also {DEBUG_ENV}=1).")] = False,
 ) -> None:
     """robustft: E-AT, RAMP and baselines as one tool."""
+    _debug["on"] = debug
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -56,6 +62,7 @@ ArchOption = Annotated[Optional[str], typer.Option(help="Architecture of a file:
 DataDirOption = Annotated[Optional[str], typer.Option(help="Folder holding the data set's files.")]
 ImageSizeOption = Annotated[Optional[int], typer.Option(help="Image size for image folders.")]
 DownloadOption = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Allow downloading missing weights and data.")]
+SkipBadImagesOption = Annotated[Optional[bool], typer.Option("--skip-bad-images", help="Image folders: leave out files that are not readable images (default: name them and stop).")]
 ModelOption = Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")]
 DatasetOption = Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")]
 LrStepOption = Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default: a third of the run).")]
@@ -78,6 +85,7 @@ NTrainOption = Annotated[Optional[int], typer.Option(help="Train on the first N 
 ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA only).")]
 CudnnBenchmarkOption = Annotated[Optional[bool], typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (default: on CUDA only).")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
+LogOption = Annotated[Optional[list[str]], typer.Option("--log", metavar="NAME", help="Also log metrics to this tracker (csv, tensorboard, or a plugin's), repeatable; metrics.jsonl is always written.")]
 
 
 def _progress(quiet: bool, json_output: bool):
@@ -163,6 +171,7 @@ def finetune(
     image_size: ImageSizeOption = None,
     extra_data: Annotated[Optional[str], typer.Option(help="Pseudo-labelled extra data mixed half-and-half into each batch.")] = None,
     download: DownloadOption = None,
+    skip_bad_images: SkipBadImagesOption = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file of settings; command-line options override it.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last good checkpoint (with its config.toml).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Also checkpoint every N batches (default 0: at epoch ends only).")] = None,
@@ -173,6 +182,7 @@ def finetune(
     cudnn_benchmark: CudnnBenchmarkOption = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default off).")] = None,
     pin_memory: Annotated[Optional[bool], typer.Option("--pin-memory/--no-pin-memory", help="Page-locked training batches, copied to the GPU asynchronously (default: on CUDA only).")] = None,
+    log: LogOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -190,7 +200,7 @@ def finetune(
         lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, **_attack_settings(attack, attack_steps, attack_option),
         options=_options(option), seed=seed, device=device, out=out, n_train=n_train,
         workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
-        image_size=image_size, extra_data=extra_data, download=download,
+        image_size=image_size, extra_data=extra_data, download=download, skip_bad_images=skip_bad_images, log=log or (),
     )
     from robustft.distributed import is_main
 
@@ -211,9 +221,10 @@ def finetune(
 def eval_command(
     norms: Annotated[str, typer.Option(help="Norms to attack, e.g. 1,2,inf.")] = "1,2,inf",
     model: Annotated[Optional[str], typer.Option(help="Evaluate this model (NAME or ZOO:NAME) alone.")] = None,
-    run: Annotated[Optional[Path], typer.Option(help="Evaluate this run folder and its base model.")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Evaluate this run folder and its base model; the result is also stored in <run>/eval.json (for robustft plot).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the model's).")] = None,
     eps: EpsOption = None,
+    radii: Annotated[Optional[list[str]], typer.Option("--radii", metavar="NORM=START:STOP:COUNT", help="Also sweep the radius: COUNT radii from START to STOP, repeatable: --radii inf=1/255:12/255:12 --radii 1=2:16:8 (for robustft plot curves).")] = None,
     n_ex: Annotated[int, typer.Option(help="Number of test points (the first N).")] = 1000,
     suite: Annotated[str, typer.Option(help="Evaluation suite; see 'robustft list suites'.")] = "e-at",
     steps: Annotated[int, typer.Option(help="Attack steps.")] = 100,
@@ -225,6 +236,7 @@ def eval_command(
     data_dir: DataDirOption = None,
     image_size: ImageSizeOption = None,
     download: DownloadOption = None,
+    skip_bad_images: SkipBadImagesOption = None,
     device: DeviceOption = None,
     channels_last: ChannelsLastOption = None,
     cudnn_benchmark: CudnnBenchmarkOption = None,
@@ -236,12 +248,14 @@ def eval_command(
     """Clean, per-norm and union robust accuracy; without --model/--run, the latest run against its base."""
     from robustft.evaluation import evaluate
     from robustft.report import eval_table, print_json, stdout_console
+    from robustft.sweep import curve_table, parse_sweep_items
 
     report = evaluate(
+        radii=parse_sweep_items(radii or []),
         model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), n_ex=n_ex, suite=suite, steps=steps,
         batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
         model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
-        data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
+        data_options={"data_dir": data_dir, "image_size": image_size, "download": download, "skip_bad_images": skip_bad_images},
         channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, strict=strict,
     )
     from robustft.distributed import is_main
@@ -251,10 +265,10 @@ def eval_command(
         from robustft.sanity import DEFAULT_POINTS, sanity as run_sanity, sanity_table
 
         checks = run_sanity(
-            model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), n_ex=min(n_ex, DEFAULT_POINTS), steps=steps,
+            model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), suite=suite, n_ex=min(n_ex, DEFAULT_POINTS), steps=steps,
             batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
             model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
-            data_options={"data_dir": data_dir, "image_size": image_size, "download": download},
+            data_options={"data_dir": data_dir, "image_size": image_size, "download": download, "skip_bad_images": skip_bad_images},
         )
     if not is_main():  # under torchrun, rank 0 alone prints the table
         return
@@ -262,8 +276,15 @@ def eval_command(
         print_json({**report.as_dict(), **({"sanity": [c.as_dict() for c in checks]} if checks is not None else {})})
     else:
         stdout_console().print(eval_table(report))
+        if any(r.curves for r in report.results):
+            stdout_console().print(curve_table([(r.name, r.curves) for r in report.results], report.results[0].n, report.results[0].dataset))
         if checks is not None:
             stdout_console().print(sanity_table(checks))
+    if report.saved is not None and not quiet:
+        from robustft.progress import stderr_console
+        from robustft.rundir import relative
+
+        stderr_console().print(f"Stored in {relative(report.saved)} (draw it with: robustft plot bars --run {relative(report.saved.parent)}).", markup=False, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------- compare
@@ -299,6 +320,7 @@ def compare(
     data_dir: DataDirOption = None,
     image_size: ImageSizeOption = None,
     download: DownloadOption = None,
+    skip_bad_images: SkipBadImagesOption = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file of fine-tuning settings; options override it.")] = None,
     norms: Annotated[str, typer.Option(help="Evaluation norms, e.g. 1,2,inf.")] = "1,2,inf",
     n_ex: Annotated[int, typer.Option(help="Number of test points (the first N).")] = 1000,
@@ -306,6 +328,7 @@ def compare(
     suite: Annotated[str, typer.Option(help="Evaluation suite.")] = "e-at",
     eval_batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 500,
     device: DeviceOption = None,
+    log: LogOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -320,7 +343,7 @@ def compare(
         batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, **_attack_settings(attack, attack_steps, attack_option),
         outer_loss=outer_loss, trades_beta=trades_beta, options=_options(option), seed=seed, n_train=n_train,
         workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
-        image_size=image_size, download=download, device=device,
+        image_size=image_size, download=download, skip_bad_images=skip_bad_images, device=device, log=log or (),
     )
     from robustft.distributed import is_main
 
@@ -372,28 +395,27 @@ def geometry(
 
 @app.command()
 def plugins(json_output: JsonOption = False) -> None:
-    """The installed plugins: name, distribution, version and hooks."""
-    from robustft.pluginmanager import get_host
+    """The installed plugins: name, distribution, version, hooks and status (ok, disabled, failed)."""
+    from robustft.pluginmanager import STRICT_ENV, PluginError, inspection_host, strict_from_env
     from robustft.report import listing_table, print_json, stdout_console
 
-    host = get_host()
-    host.registries  # run the register hooks so failures show up here too
-    rows = [
-        {"name": p.name, "module": p.module, "distribution": p.distribution, "version": p.version, "hooks": p.hooks, "error": p.error}
-        for p in host.plugins.values()
-    ]
+    host = inspection_host()  # reports every fault, even under ROBUSTFT_STRICT_PLUGINS
+    rows = [p.as_dict() for p in host.plugins.values()]
     if json_output:
-        print_json({"plugins": rows})
-        return
-    table = listing_table(
-        "Installed robustft plugins",
-        ["plugin", "distribution", "version", "hooks", "status"],
-        [
-            [r["name"], r["distribution"] or "-", r["version"] or "-", ", ".join(r["hooks"]) or "-", "failed: " + r["error"] if r["error"] else "ok"]
-            for r in rows
-        ],
-    )
-    stdout_console().print(table)
+        print_json({"plugins": rows, "problems": host.problems})
+    else:
+        def status(r: dict[str, Any]) -> str:
+            detail = r["error"] or "; ".join(r["refused"])
+            return f"{r['status']}: {detail}" if detail else r["status"]
+
+        table = listing_table(
+            "Installed robustft plugins",
+            ["plugin", "distribution", "version", "hooks", "status"],
+            [[r["name"], r["distribution"] or "-", r["version"] or "-", ", ".join(r["hooks"]) or "-", status(r)] for r in rows],
+        )
+        stdout_console().print(table)
+    if host.problems and strict_from_env():
+        raise PluginError(f"{STRICT_ENV} is set and {len(host.problems)} plugin problem(s) were found; the first: {host.problems[0]}")
 
 
 # ------------------------------------------------------------------------------------------- recipes
@@ -435,6 +457,7 @@ class Kind(str, Enum):
     suites = "suites"
     zoos = "zoos"
     datasets = "datasets"
+    loggers = "loggers"
     models = "models"
 
 
@@ -446,7 +469,7 @@ def list_command(
     threat: Annotated[Optional[str], typer.Option(help="Models: only those robust in this threat model (Linf, L2, L1, or inf, 2, 1).")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """List installed schemes, attacks, suites, zoos, data sets or models."""
+    """List installed schemes, attacks, suites, zoos, data sets, loggers or models."""
     from robustft.pluginmanager import registries
     from robustft.report import listing_table, print_json, stdout_console
 
@@ -475,6 +498,27 @@ def list_command(
         return
     cells = [[", ".join(r[c]) if isinstance(r[c], list) else str(r[c] if r[c] is not None else "-") for c in columns] for r in rows]
     stdout_console().print(listing_table(f"Installed {kind.value}", columns, cells))
+
+
+# -------------------------------------------------------------------------------------------- export
+
+from robustft.cli_export import export as _export  # noqa: E402 - its own module (robustft/export.py is the library)
+
+app.command("export")(_export)
+
+
+# ---------------------------------------------------------------------------------------------- plot
+
+from robustft import cli_plot  # noqa: E402 - cheap: typer only; its commands import matplotlib when they run
+
+app.add_typer(cli_plot.app, name="plot")
+
+
+# -------------------------------------------------------------------------------------------- report
+
+from robustft.cli_report import report as _report  # noqa: E402 - its own module (robustft/html_report.py is the library)
+
+app.command("report")(_report)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -540,6 +584,12 @@ def _show_usage_error(exc: typer.TyperException, argv: list[str], cli: typer.Typ
             command = group.get_command(root, name) if name else None
             if command is not None:
                 exc.ctx = command.make_context(name, [], parent=root, resilient_parsing=True)
+                # a command group (robustft plot bars ...): down to the sub-command the arguments name
+                rest = [a for a in argv[argv.index(name) + 1:] if not a.startswith("-")]
+                if rest and hasattr(command, "get_command"):
+                    sub = command.get_command(exc.ctx, rest[0])
+                    if sub is not None:
+                        exc.ctx = sub.make_context(rest[0], [], parent=exc.ctx, resilient_parsing=True)
     show = getattr(exc, "show", None)
     if show is not None:
         show()
@@ -547,6 +597,19 @@ def _show_usage_error(exc: typer.TyperException, argv: list[str], cli: typer.Typ
         from robustft.progress import stderr_console
 
         stderr_console().print(f"Error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _plugin_crash(exc: Exception) -> UserError | None:
+    """The error naming the third-party plugin ``exc`` passed through, if any (robustft.pluginmanager)."""
+    from robustft.pluginmanager import PluginCrash, current_host
+
+    host = current_host()
+    try:
+        if host is not None:
+            host.crash(exc)
+    except PluginCrash as crash:
+        return crash
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _setup_output()
+    _debug["on"] = False
     cli = app
     try:
         cli = _with_plugin_commands(argv)
@@ -574,6 +638,17 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: the usage line, then one sentence; exit code 2
         _show_usage_error(exc, argv, cli)
         return exc.exit_code
+    except Exception as exc:  # unexpected: one sentence when it came from a third-party plugin, else the traceback
+        crash = _plugin_crash(exc)
+        if crash is None:
+            raise
+        if _debug["on"] or os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") not in ("", "0") else ""
+        stderr_console().print(f"[red]error{where}:[/red] {escape(crash.message)}", markup=True, highlight=False, soft_wrap=True)
+        return crash.exit_code
     code = code if isinstance(code, int) else 0
     if code == INTERRUPTED:
         stderr_console().print("Interrupted.")

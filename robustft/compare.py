@@ -233,20 +233,24 @@ def compare(
     config_file: str | Path | None = None,
     host: PluginHost | None = None,
     progress: ProgressReporter | None = None,
+    log: Sequence[str] = (),
     **finetune_options: Any,
 ) -> CompareReport:
     """Fine-tune the same base model with every scheme and ``seeds`` seeds, evaluate, and summarise.
 
     ``finetune_options`` are :class:`robustft.config.FinetuneConfig` fields shared by every run (``model``,
     ``epochs``, ``eps``, ``n_train``, ``attack_steps``, ...); ``seed`` is the first seed. Every name is
-    resolved before any compute, so a misspelt scheme costs nothing.
+    resolved before any compute, so a misspelt scheme costs nothing. ``log`` names the experiment trackers of
+    every run (robustft/loggers.py); each also gets the run's evaluation when it is made.
     """
     from robustft.engine import finetune
     from robustft.evaluation import evaluate_model, load_run_model
+    from robustft.loggers import Loggers, eval_summary, summarise_finished
     from robustft.models import resolve_dataset, resolve_model, select_device
 
     progress = progress or ProgressReporter()
     registries = (host or get_host()).registries
+    Loggers.create(log, host)  # an unknown --log name or a missing package fails before any compute
     if seeds < 1:
         raise BadInputError(f"--seeds must be a positive number, got {seeds}.")
     if n_ex <= 0 or steps <= 0:
@@ -340,7 +344,7 @@ def compare(
             elif exists and _setting_mismatch(run_dir, config) is None and (run_dir / "run.json").is_file():
                 # An interrupted run continues from its last checkpoint (from the start if it has none).
                 progress.message(f"Continuing the unfinished run {run_dir}")
-                finetune(resume=run_dir, host=host, progress=progress)
+                finetune(resume=run_dir, host=host, progress=progress, log=log)
             else:
                 if exists:  # never delete: what cannot be continued is moved aside
                     aside = run_dir.with_name(f"{run_dir.name}.unfinished-{_dt.datetime.now():%Y%m%d-%H%M%S}")
@@ -348,7 +352,7 @@ def compare(
                         run_dir.rename(aside)
                     distributed.barrier()
                     progress.message(f"Moved the unfinished run {run_dir} aside to {aside.name}: it cannot be continued with these settings.")
-                finetune(dataclasses.replace(config, out=str(run_dir)), host=host, progress=progress)
+                finetune(dataclasses.replace(config, out=str(run_dir)), host=host, progress=progress, log=log)
             run_dirs.setdefault(cls.name, []).append(run_dir)
 
     base_model = zoo.load(info, device=device, dataset=dataset, **base_config.model_options()).to(device)
@@ -359,7 +363,10 @@ def compare(
         results, seconds, passes = [], [], []
         for run_dir in run_dirs[cls.name]:
             tuned, _ = load_run_model(run_dir, registries, device, dataset=dataset)
+            fresh = _eval_cached(run_dir / "compare-eval.json", eval_settings) is None
             results.append(evaluate_once(tuned, f"+ {cls.name} ({run_dir.name})", run_dir / "compare-eval.json"))
+            if fresh and main:  # the run's trackers get its union table once, when it is made
+                summarise_finished(log, run_dir, eval_summary(results[-1]), host)
             epoch_seconds, epoch_passes = _epoch_costs(run_dir)
             seconds.append(epoch_seconds)
             passes.append(epoch_passes)

@@ -42,7 +42,9 @@ from robustft import distributed, memory, per_norm
 from robustft.config import DEFAULT_LR, NOT_SETTINGS, OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml, with_recipe
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
-from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
+from robustft.geometry import check_radii
+from robustft.io import UnsafeFileError, remove_stale_temporaries, atomic_write_text, checksum_path, load_torch, read_jsonl, rewrite_jsonl, save_torch
+from robustft.loggers import Loggers, final_summary
 from robustft.losses import outer_loss
 from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius
@@ -54,6 +56,7 @@ from robustft.rundir import (
     check_writable,
     checkpoint_name,
     create_run_dir,
+    killed_before_start,
     list_checkpoints,
     mark_latest,
     plan_run_dir,
@@ -62,6 +65,7 @@ from robustft.rundir import (
     write_run_info,
 )
 from robustft.schedules import lr_at
+from robustft.schemas import RUN_INFO_FORMAT, Checkpoint
 
 log = logging.getLogger("robustft")
 
@@ -348,24 +352,6 @@ def training_attacks(
     return attacks
 
 
-def check_radii(eps: Mapping[Norm, Fraction], norms: Iterable[Norm], dataset: DatasetPlugin) -> None:
-    """Pre-flight: every training norm has a radius no larger than the [0,1] box's diameter in that norm
-    (1 in l-inf, sqrt(d) in l2, d in l1): a larger ball holds the whole box and makes training meaningless."""
-    for norm in norms:
-        if norm not in eps:
-            raise BadInputError(f"Data set {dataset.name!r} has no default radius for norm {norm}: give --eps {norm}=RADIUS.")
-        radius = Fraction(eps[norm])
-        if radius <= 0:
-            raise BadInputError(f"The {norm.label} radius must be positive, got {format_radius(radius)}.")
-        dim = int(dataset.dim)
-        limit = {Norm.LINF: 1.0, Norm.L2: math.sqrt(dim), Norm.L1: float(dim)}[norm]
-        if float(radius) > limit:
-            raise BadInputError(
-                f"The {norm.label} radius {format_radius(radius)} is larger than the [0,1] box of data set "
-                f"{dataset.name!r} allows (at most {limit:g}): the ball would hold every image."
-            )
-
-
 def check_device(device: torch.device) -> None:
     """Pre-flight: a tensor can be placed on ``device``."""
     try:
@@ -438,7 +424,7 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     config = with_recipe(config, dataset.name, dataset.recipe, dataset.recipe_source)
     norms = tuple(config.norms or scheme_cls.default_norms)
     eps = {**dataset.default_eps, **config.eps}
-    check_radii(eps, norms, dataset)
+    check_radii(eps, norms, dataset.name, dataset.dim)
     attacks = training_attacks(config, norms, eps, registries)
     scheme = scheme_cls(norms, **config.options)
     for message in scheme.threat_model_warnings(eps, dataset.dim):
@@ -563,6 +549,7 @@ def load_last_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | N
             state = load_torch(path, "checkpoint", require_checksum=True)
             if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "position" not in state:
                 raise UserError(f"The checkpoint {str(path)!r} is not a robustft training checkpoint.")
+            Checkpoint.check(state, path)  # the structure restore() relies on, before it relies on it
         except UnsafeFileError:
             raise  # a planted file is a security problem to look at, not damage to skip over
         except UserError as exc:
@@ -646,7 +633,7 @@ class EpochStats:
 class Trainer:
     """One run of the loop, fresh or resumed."""
 
-    def __init__(self, plan: Plan, registries: Registries, progress: ProgressReporter, run_info: dict[str, Any]) -> None:
+    def __init__(self, plan: Plan, registries: Registries, progress: ProgressReporter, run_info: dict[str, Any], loggers: Loggers) -> None:
         self.plan = plan
         self.config = c = plan.config
         self.progress = progress
@@ -657,6 +644,7 @@ class Trainer:
         self.loader = plan.loader
         self.data_rng = plan.data_rng
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.loggers = loggers  # metrics.jsonl (always) and the --log trackers
         self.scheme_plugin = registries.plugin_of("schemes", plan.scheme_cls)
         self.perf = perf = plan.performance
         if plan.device.type == "cuda":
@@ -727,7 +715,7 @@ class Trainer:
             self._restore_scheme_and_rngs(state)
         if self.main:
             _trim_metrics(self.metrics_path, epoch, batch)
-            append_jsonl(self.metrics_path, {"kind": "resume", "epoch": epoch + 1, "batch": batch, "checkpoint": path.name})
+            self.loggers.log({"kind": "resume", "epoch": epoch + 1, "batch": batch, "checkpoint": path.name})
 
     def _restore_scheme_and_rngs(self, state: Mapping[str, Any]) -> None:
         self.scheme.load_state_dict(state["scheme"])
@@ -874,7 +862,7 @@ class Trainer:
                             ctx.batch + 1, epoch + 1, value, self.nan_batches, c.max_nan_batches)
                 record.update(loss=None, skipped="non-finite loss", **logs)
             if self.main:
-                append_jsonl(self.metrics_path, record)
+                self.loggers.log(record)
             shown: dict[str, Any] = {"loss": self.stats.loss_sum / max(self.stats.images, 1)}
             shown.update({k.replace("rerr_", "rerr "): v for k, v in logs.items() if k.startswith("rerr_") and k != "rerr_batch"})
             self.progress.advance(shown)
@@ -981,7 +969,7 @@ class Trainer:
         if distributed.is_distributed():
             summary["processes"] = distributed.world_size()
         if self.main:
-            append_jsonl(self.metrics_path, summary)
+            self.loggers.log(summary)
         self.save_checkpoint(epoch + 1, 0)
         return summary
 
@@ -993,6 +981,7 @@ def finetune(
     resume: str | Path | None = None,
     host: PluginHost | None = None,
     progress: ProgressReporter | None = None,
+    log: Iterable[str] = (),
     **options: Any,
 ) -> RunResult:
     """Fine-tune a model with a scheme; write a run directory; return where it is.
@@ -1005,16 +994,20 @@ def finetune(
     Under ``torchrun`` every process calls this: they join one process group, train with
     DistributedDataParallel on slices of each global batch, and rank 0 alone writes the run folder and
     reports progress (docs/distributed.md). A resumed run reads its folder on every rank.
+
+    ``log`` names experiment trackers (robustft/loggers.py) besides metrics.jsonl; each gets every record.
     """
     progress = progress or ProgressReporter()
     registries = (host or get_host()).registries
+    loggers = Loggers.create(log, host)  # an unknown name or a missing package fails before any compute
     run_dir: Path | None = None
+    previous: dict[str, Any] | None = None  # the resumed run's run.json
     if resume is not None:
         if config is not None or config_file is not None:
             raise BadInputError("Give --resume or --config, not both: a resumed run keeps its own config.toml.")
         run_dir = Path(resume)
-        previous = read_run_info(run_dir)
-        if previous.get("status") == "finished":
+        previous = None if killed_before_start(run_dir) else read_run_info(run_dir)
+        if previous is not None and previous.get("status") == "finished":
             raise UserError(f"Run {str(run_dir)!r} has already finished; its final weights are in {run_dir / 'model.pt'}.")
         config = resume_config(run_dir, options)
     elif config is None:
@@ -1033,6 +1026,8 @@ def finetune(
             if resume is None:
                 create_run_dir(plan.run_dir)
             held.enter_context(run_lock(plan.run_dir))
+            for folder in (plan.run_dir, plan.run_dir / "checkpoints"):  # what killed writes left (we hold the lock)
+                remove_stale_temporaries(folder)
             if resume is None and (plan.run_dir / "config.toml").exists():  # another run got there first
                 raise UserError(f"Output folder {str(plan.run_dir)!r} is not empty; choose another --out or remove it.")
         if main and (resume is None or RESUME_OVERRIDE_SOURCE in config.provenance.values()):
@@ -1040,8 +1035,9 @@ def finetune(
                 plan.run_dir / "config.toml",
                 dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
             )
-        if resume is None:
+        if previous is None:  # a new run, or one killed before its first run.json
             run_info: dict[str, Any] = {
+                "format": RUN_INFO_FORMAT,
                 "robustft_version": robustft.__version__,
                 "base_model": config.model,
                 "zoo": plan.zoo.name,
@@ -1062,7 +1058,7 @@ def finetune(
         if main:
             write_run_info(plan.run_dir, run_info)
 
-        trainer = Trainer(plan, registries, progress, run_info)
+        trainer = Trainer(plan, registries, progress, run_info, loggers.bind(plan.run_dir, config.to_toml_dict()))
         result = RunResult(run_dir=plan.run_dir, weights=plan.run_dir / "model.pt", config=config)
         if resume is not None:
             state, path = load_last_checkpoint(plan.run_dir)
@@ -1094,6 +1090,8 @@ def finetune(
         )
         try:
             trainer.run(result)
+            if main:
+                loggers.summary(final_summary(result.epochs))
         except KeyboardInterrupt:
             trainer._fail("interrupted")
             raise
@@ -1101,6 +1099,8 @@ def finetune(
             if run_info.get("status") == "running":
                 trainer._fail("failed")
             raise
+        finally:
+            loggers.close()
 
         run_info.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"))
         if main:

@@ -24,6 +24,7 @@ it). Only rank 0 reports progress and warnings.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,8 @@ from robustft import distributed
 from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.config import MAX_SEED
 from robustft.errors import BadInputError, UserError
-from robustft.io import checksum_path, load_torch
+from robustft.geometry import check_radii
+from robustft.io import atomic_write_text, checksum_path, load_torch
 from robustft.lp import check_in_ball_and_box, project
 from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius, normalise_eps, parse_norms, sort_norms
@@ -47,8 +49,12 @@ from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 from robustft.registry import Registries
 from robustft.rundir import latest_run, read_run_info
+from robustft.sweep import Curve, normalise_sweeps
 
 log = logging.getLogger("robustft")
+
+#: The file in a run folder where ``robustft eval --run`` keeps its latest result (``robustft plot`` reads it).
+EVAL_FILE = "eval.json"
 
 
 @dataclass
@@ -70,6 +76,8 @@ class EvalResult:
     invalid: dict[Norm, int] = field(default_factory=dict)
     #: per point: clean-correct, and robust per norm (kept in memory for distributed gathering and tests)
     per_point: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    #: robust accuracy against the radius, for the norms of a radius sweep (``--radii``)
+    curves: dict[Norm, Curve] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +92,7 @@ class EvalResult:
             "invalid_points": {n.value: c for n, c in self.invalid.items()},
             "seconds": self.seconds,
             **({"run": self.run} if self.run else {}),
+            **({"curves": {n.value: self.curves[n].as_dict() for n in sort_norms(self.curves)}} if self.curves else {}),
         }
 
 
@@ -110,6 +119,115 @@ def valid_adversarial(x_adv: Tensor, x: Tensor, norm: Norm, radius: float) -> tu
     return fixed, ~valid
 
 
+class _Attacker:
+    """Runs a suite's attacks for one norm and radius on a set of the test points, checking every point."""
+
+    def __init__(self, model: nn.Module, x_all: Tensor, y_all: Tensor, *, suite: EvalSuite, registries: Registries,
+                 num_classes: int, steps: int, batch_size: int, device: torch.device, seed: int, name: str,
+                 progress: ProgressReporter, channels_last: bool, strict: bool) -> None:
+        self.model, self.x_all, self.y_all, self.n = model, x_all, y_all, len(y_all)
+        self.suite, self.registries, self.num_classes, self.steps = suite, registries, num_classes, steps
+        self.batch_size, self.device, self.seed, self.name = batch_size, device, seed, name
+        self.progress, self.channels_last, self.strict = progress, channels_last, strict
+
+    def run(self, norm: Norm, radius: Fraction, still: Tensor, within: Sequence[Fraction] = (), tag: str = "") -> tuple[Tensor, int, Tensor]:
+        """``(robust, invalid, fits)``: the points of ``still`` that every attack left correctly classified, the
+        number of adversarial points that needed projecting, and per point and radius of ``within`` whether the
+        point's verified adversarial point lies in that (smaller) ball as well."""
+        still, n = still.clone(), self.n
+        fits = torch.zeros(n, len(within), dtype=torch.bool)
+        invalid = 0
+        attacks = self.suite.attacks(norm, float(radius), num_classes=self.num_classes, steps=self.steps, seed=self.seed,
+                                     registry=self.registries.attacks)
+        for label, attack in attacks:
+            idx = still.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            torch.manual_seed(self.seed)
+            # The batches one process would form, dealt round-robin over the ranks (one rank: all).
+            mine = distributed.shard_round_robin(idx.split(self.batch_size))
+            broken = torch.zeros(n, dtype=torch.bool)
+            outside = torch.zeros(1, dtype=torch.int64)
+            self.progress.start(f"{self.name} {norm.label}{tag} {label}", len(mine))
+            for part in mine:
+                x, y = self.x_all[part].to(self.device), self.y_all[part].to(self.device)
+                if self.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x_adv, projected = valid_adversarial(attack(self.model, x, y).x_adv.detach(), x, norm, float(radius))
+                with torch.no_grad():
+                    wrong = self.model(x_adv).argmax(1).cpu() != y.cpu()
+                broken[part[wrong]] = True
+                for k, smaller in enumerate(within):  # the same check as above, against each smaller ball
+                    inside = check_in_ball_and_box(x_adv, x, norm, float(smaller)).cpu()
+                    fits[part[wrong & inside], k] = True
+                outside += projected.sum().cpu()
+                self.progress.advance({"robust": f"{int((still & ~broken).sum())}/{n}"})
+            self.progress.stop()
+            still &= ~(distributed.all_reduce_sum(broken) > 0)
+            count = int(distributed.all_reduce_sum(outside))
+            invalid += count
+            if count and self.strict:
+                raise InvalidPointsError(
+                    f"Attack {label!r} returned {count} point(s) outside the {norm.label} ball of radius "
+                    f"{format_radius(radius)} or [0, 1] for {self.name} (--strict)."
+                )
+        if len(within):
+            fits = distributed.all_reduce_sum(fits) > 0
+        return still, invalid, fits
+
+
+def _warn_invalid(name: str, norm: Norm, count: int, where: str = "") -> None:
+    if count and distributed.is_main():
+        log.warning(
+            "%s: %d adversarial point(s) in %s%s lay outside the ball or [0, 1]; they were projected onto both "
+            "and counted as the projected points classify.",
+            name, count, norm.label, where,
+        )
+
+
+def _sweep(attacker: _Attacker, norm: Norm, radii: Sequence[Fraction], clean: Tensor,
+           broken_at: tuple[Fraction, Tensor] | None = None) -> Curve:
+    """Robust accuracy at each radius, attacking from the largest radius down.
+
+    The balls are nested, so two facts cut the work. (1) A point whose verified adversarial point from a larger
+    radius also lies in a smaller ball (checked with :func:`robustft.lp.check_in_ball_and_box`) is broken there
+    too: certain, no attack needed; so is a point ``broken_at`` a radius (by the main evaluation, at ``--eps``)
+    at every radius at least as large, which keeps the curve from showing more robustness there than the table.
+    (2) A point the attacks could not break at a larger radius is counted robust at every smaller one without
+    attacking it again. (2) is an assumption about the attack, not a fact: it holds for an exact verifier and
+    for an attack that is at least as strong in a larger ball, which the suite's attacks are meant to be (APGD's
+    search space grows with the radius) but do not prove; where it fails, the curve overstates robust accuracy
+    at the smaller radius by the points an attack there alone would break. Only the points broken at a radius
+    and not settled by (1) are attacked at the next smaller one.
+    """
+    start = time.perf_counter()
+    descending = sorted(radii, reverse=True)
+    candidates = clean.clone()  # points to attack at the current radius
+    known: Tensor | None = None  # per point and remaining radius: broken there already, by a point found earlier
+    robust: dict[Fraction, float] = {}
+    attacked: dict[Fraction, int] = {}
+    invalid = 0
+    for i, radius in enumerate(descending):
+        settled = known[:, 0] if known is not None else torch.zeros_like(clean)
+        if broken_at is not None and radius >= broken_at[0]:
+            settled = settled | (candidates & broken_at[1])
+        to_attack = candidates & ~settled
+        attacked[radius] = int(to_attack.sum())
+        survived, count, fits = attacker.run(norm, radius, to_attack, within=descending[i + 1:], tag=f" r={format_radius(radius)}")
+        invalid += count
+        # robust here: robust at the larger radius (never attacked again), plus those that survived this one
+        robust_now = (clean & ~candidates) | survived
+        robust[radius] = float(robust_now.float().mean())
+        broken_now = clean & ~robust_now
+        candidates = broken_now
+        rest = known[:, 1:] if known is not None else torch.zeros(len(clean), len(descending) - i - 1, dtype=torch.bool)
+        known = rest | fits
+    _warn_invalid(attacker.name, norm, invalid, " (radius sweep)")
+    ascending = sorted(radii)
+    return Curve(norm=norm, radii=tuple(ascending), robust=tuple(robust[r] for r in ascending),
+                 attacked=tuple(attacked[r] for r in ascending), invalid=invalid, seconds=time.perf_counter() - start)
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: DatasetPlugin,
@@ -127,6 +245,7 @@ def evaluate_model(
     progress: ProgressReporter | None = None,
     channels_last: bool = False,
     strict: bool = False,
+    sweep: Mapping[Any, Sequence[Any]] | None = None,
 ) -> EvalResult:
     """Evaluate one model on the first ``n_ex`` test points (the papers' protocol uses the first 1000).
 
@@ -136,8 +255,12 @@ def evaluate_model(
     Attacks and checks run in float32: no autocast, whose weaker gradients would overstate robustness.
     ``strict`` raises :class:`InvalidPointsError` when an attack returns a point outside its ball or [0, 1]
     (otherwise such points are projected and counted, see the module docstring).
+    ``sweep`` (``{norm: radii}``) also measures robust accuracy at each of a norm's radii (a :class:`Curve` per
+    norm in ``curves``), attacking from the largest radius down (see :func:`_sweep` for the work it saves and
+    the assumption that saving rests on); the radii of ``eps`` are evaluated on their own, as without a sweep.
     """
     progress = progress if progress is not None and distributed.is_main() else ProgressReporter()
+    sweeps = normalise_sweeps(sweep)  # a malformed radius fails before any compute
     device = device or next(model.parameters()).device
     test = dataset.test()
     n = min(n_ex, len(test))
@@ -155,51 +278,17 @@ def evaluate_model(
             for part in distributed.shard_round_robin(torch.arange(n).split(batch_size)):
                 clean[part] = model(x_all[part].to(device)).argmax(1).cpu() == y_all[part]
         clean = distributed.all_reduce_sum(clean) > 0
+        attacker = _Attacker(model, x_all, y_all, suite=suite, registries=registries, num_classes=dataset.num_classes,
+                             steps=steps, batch_size=batch_size, device=device, seed=seed, name=name, progress=progress,
+                             channels_last=channels_last, strict=strict)
         robust: dict[Norm, Tensor] = {}
         invalid: dict[Norm, int] = {}
         for norm in sort_norms(norms):
-            radius = float(eps[norm])
-            still = clean.clone()
-            invalid[norm] = 0
-            attacks = suite.attacks(
-                norm, radius, num_classes=dataset.num_classes, steps=steps, seed=seed, registry=registries.attacks
-            )
-            for label, attack in attacks:
-                idx = still.nonzero().flatten()
-                if idx.numel() == 0:
-                    break
-                torch.manual_seed(seed)
-                # The batches one process would form, dealt round-robin over the ranks (one rank: all).
-                mine = distributed.shard_round_robin(idx.split(batch_size))
-                broken = torch.zeros(n, dtype=torch.bool)
-                outside = torch.zeros(1, dtype=torch.int64)
-                progress.start(f"{name} {norm.label} {label}", len(mine))
-                for part in mine:
-                    x, y = x_all[part].to(device), y_all[part].to(device)
-                    if channels_last and x.dim() == 4:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    x_adv, projected = valid_adversarial(attack(model, x, y).x_adv.detach(), x, norm, radius)
-                    with torch.no_grad():
-                        wrong = model(x_adv).argmax(1).cpu() != y.cpu()
-                    broken[part[wrong]] = True
-                    outside += projected.sum().cpu()
-                    progress.advance({"robust": f"{int((still & ~broken).sum())}/{n}"})
-                progress.stop()
-                still &= ~(distributed.all_reduce_sum(broken) > 0)
-                count = int(distributed.all_reduce_sum(outside))
-                invalid[norm] += count
-                if count and strict:
-                    raise InvalidPointsError(
-                        f"Attack {label!r} returned {count} point(s) outside the {norm.label} ball of radius "
-                        f"{format_radius(Fraction(eps[norm]))} or [0, 1] for {name} (--strict)."
-                    )
-            robust[norm] = still
-            if invalid[norm] and distributed.is_main():
-                log.warning(
-                    "%s: %d adversarial point(s) in %s lay outside the ball or [0, 1]; they were projected onto both "
-                    "and counted as the projected points classify.",
-                    name, invalid[norm], norm.label,
-                )
+            robust[norm], invalid[norm], _ = attacker.run(norm, Fraction(eps[norm]), clean)
+            _warn_invalid(name, norm, invalid[norm])
+        seconds = time.perf_counter() - start  # the sweep's time is its curves' own
+        curves = {norm: _sweep(attacker, norm, radii, clean, (Fraction(eps[norm]), clean & ~robust[norm]) if norm in robust else None)
+                  for norm, radii in sweeps.items()}
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
@@ -216,9 +305,10 @@ def evaluate_model(
         suite=suite.name,
         eps={k: Fraction(eps[k]) for k in sort_norms(norms)},
         dataset=dataset.name,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         invalid=invalid,
         per_point={"clean": clean, "union": union, **{k.value: v for k, v in robust.items()}},
+        curves=curves,
     )
 
 
@@ -228,9 +318,35 @@ class EvalReport:
 
     results: list[EvalResult]
     has_base: bool = False
+    #: where the result was stored (``<run>/eval.json``), for an evaluation of a run
+    saved: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"results": [r.as_dict() for r in self.results]}
+
+
+def weights_checksum(run_dir: str | Path) -> str | None:
+    """The SHA-256 of a run's final weights, from the sidecar robustft writes with ``model.pt`` (None without one)."""
+    sidecar = checksum_path(Path(run_dir) / "model.pt")
+    try:
+        words = sidecar.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return None
+    return words[0] if words else None
+
+
+def save_run_eval(report: EvalReport, run_dir: str | Path, settings: Mapping[str, Any]) -> Path | None:
+    """Store ``report`` in ``<run>/eval.json`` (atomically) with the settings it was made with and the checksum of
+    the weights it evaluated, so that a later ``robustft plot`` can tell a stale evaluation. A folder that cannot
+    be written is a warning, not a failed evaluation."""
+    path = Path(run_dir) / EVAL_FILE
+    data = {**report.as_dict(), "settings": dict(settings), "weights_sha256": weights_checksum(run_dir)}
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        log.warning("The evaluation could not be stored in %s (%s).", path, exc.strerror or exc)
+        return None
+    return path
 
 
 def load_run_model(
@@ -283,6 +399,8 @@ def evaluate(
     channels_last: bool | None = None,
     cudnn_benchmark: bool | None = None,
     strict: bool = False,
+    radii: Mapping[Any, Sequence[Any]] | None = None,
+    save: bool = True,
 ) -> EvalReport:
     """Evaluate a model (``model``), a run and its base (``run``), or, with neither, the latest run and its base.
 
@@ -291,6 +409,9 @@ def evaluate(
     override what the run recorded. ``channels_last`` and ``cudnn_benchmark`` (None: on for CUDA, off
     on the CPU) are the GPU path of fine-tuning, without its mixed precision (see :func:`evaluate_model`).
     ``strict`` makes an adversarial point outside its ball or [0, 1] an error instead of a projected point.
+    ``radii`` (``{norm: radii}``, see :mod:`robustft.sweep`) adds a radius sweep per norm to every row
+    (:func:`evaluate_model`'s ``sweep``). The evaluation of a run is stored in ``<run>/eval.json``
+    (:func:`save_run_eval`) unless ``save`` is False.
     """
     if model is not None and run is not None:
         raise BadInputError("Give --model or --run, not both.")
@@ -304,6 +425,7 @@ def evaluate(
         raise BadInputError(f"--seed must be between 0 and 2**62, got {seed}.")
     registries = (host or get_host()).registries
     norm_list = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
+    sweeps = normalise_sweeps(radii)
     suite_obj = registries.suites.get(suite)
     user_eps = normalise_eps(eps or {})
     # Under torchrun: this rank's GPU, and the process group (a no-op in a plain process).
@@ -340,14 +462,19 @@ def evaluate(
     missing = [n for n in norm_list if n not in radii]
     if missing:
         raise BadInputError(f"Data set {data.name!r} has no default radius for norm {missing[0]}: give --eps {missing[0]}=RADIUS.")
+    check_radii(radii, norm_list, data.name, data.dim)
     results = [
         evaluate_model(
             net, data, norm_list, radii, suite=suite_obj, registries=registries, n_ex=n_ex, steps=steps,
             batch_size=batch_size, device=torch_device, seed=seed, name=label, progress=progress, channels_last=channels_last,
-            strict=strict,
+            strict=strict, sweep=sweeps,
         )
         for label, net in targets
     ]
+    report = EvalReport(results=results, has_base=has_base)
     if has_base:
         results[-1].run = str(run_dir)
-    return EvalReport(results=results, has_base=has_base)
+        if save and distributed.is_main():
+            report.saved = save_run_eval(report, run_dir, {"norms": [n.value for n in norm_list], "n_ex": n_ex, "steps": steps,
+                                                           "suite": suite_obj.name, "seed": seed, "strict": strict})
+    return report

@@ -84,6 +84,19 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_loggers(register: Register) -> None:
+    """Register experiment trackers (loggers).
+
+    Call ``register(cls)`` with a subclass of :class:`robustft.loggers.RunLogger`. A run instantiates the
+    loggers named with ``robustft finetune --log NAME`` (and ``compare --log``), plus ``jsonl`` (metrics.jsonl),
+    which is always on. Each opens with the run folder and configuration, receives every record the engine
+    writes (per batch, per epoch, on resume) and a summary at the end (the union table of an evaluated run,
+    else the final epoch's statistics). A logger that raises is switched off with one warning; the run goes
+    on. See docs/loggers.md.
+    """
+
+
+@hookspec
 def register_commands(app: Any) -> None:
     """Add sub-commands to the ``robustft`` command line.
 

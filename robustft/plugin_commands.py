@@ -7,8 +7,9 @@ needs plugin commands only when the user names one, or asks for the root help th
 * any other command name loads the plugins and lets their ``register_commands`` hooks add their commands;
 * the root help (``robustft``, ``robustft --help``) lists plugin commands from a small manifest in the cache
   folder (name and one line of help each), written the last time the plugins were loaded for it and keyed by
-  the installed ``robustft`` entry points (name, target, distribution and version). When the manifest is
-  missing or stale, the plugins are loaded once and the manifest is rewritten.
+  the installed ``robustft`` entry points (name, target, distribution, version, and whether
+  ``ROBUSTFT_DISABLE_PLUGINS`` switches each off). When the manifest is missing or stale, the plugins are
+  loaded once and the manifest is rewritten.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from robustft.io import atomic_write_text
+from robustft.io import DiskFullError, atomic_write_text
 from robustft.paths import cache_dir
-from robustft.pluginmanager import ENTRY_POINT_GROUP
+from robustft.pluginmanager import ENTRY_POINT_GROUP, disable_keys, disabled_from_env
 
 MANIFEST_NAME = "plugin-commands.json"
 
 
 def entry_point_fingerprint() -> str:
-    """A digest of the installed ``robustft`` entry points: changes when a plugin is added, removed or upgraded."""
+    """A digest of the installed ``robustft`` entry points: changes when a plugin is added, removed, upgraded,
+    or switched off or on with ``ROBUSTFT_DISABLE_PLUGINS``."""
+    disabled = disabled_from_env()
     rows = sorted(
-        (ep.name, ep.value, ep.dist.metadata["Name"] if ep.dist else "", ep.dist.version if ep.dist else "")
+        (ep.name, ep.value, ep.dist.metadata["Name"] if ep.dist else "", ep.dist.version if ep.dist else "",
+         bool(disable_keys(ep.name, ep.dist.metadata["Name"] if ep.dist else None) & disabled))
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
     )
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
@@ -78,7 +82,7 @@ def write_manifest(commands: list[dict[str, str]]) -> None:
     """Best effort: a read-only cache folder only costs the next start its speed."""
     try:
         atomic_write_text(manifest_path(), json.dumps({"fingerprint": entry_point_fingerprint(), "commands": commands}))
-    except OSError:
+    except (OSError, DiskFullError):  # a full disk too: the manifest only saves time
         pass
 
 

@@ -60,7 +60,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
 
-    def add(self, obj: T, plugin: str) -> Entry[T]:
+    def validate(self, obj: Any, plugin: str) -> tuple[str, tuple[str, ...]]:
+        """``obj``'s name and aliases, or :class:`RegistrationError` when it is malformed (a fault of the plugin
+        as a whole, unlike a name that is already taken: see :meth:`owner`)."""
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name.strip():
             raise RegistrationError(f"{plugin} registered a {self.kind} without a string 'name' attribute")
@@ -70,9 +72,14 @@ class Registry(Generic[T]):
         aliases = getattr(obj, "aliases", ()) or ()
         if isinstance(aliases, str) or not all(isinstance(a, str) and a.strip() for a in aliases):
             raise RegistrationError(f"{plugin} registered {self.kind} {name!r} whose 'aliases' is not a tuple of names")
-        aliases = tuple(aliases)
-        self.check_free(obj, plugin)
         self._check_contract(obj, name, plugin)
+        return name, tuple(aliases)
+
+    def add(self, obj: T, plugin: str, *, aliases: tuple[str, ...] | None = None) -> Entry[T]:
+        """Register ``obj`` for ``plugin``; ``aliases`` replaces the object's own (the host drops taken ones)."""
+        name, own_aliases = self.validate(obj, plugin)
+        aliases = own_aliases if aliases is None else aliases
+        self.check_free(obj, plugin, aliases)
         description = str(getattr(obj, "description", "") or (getattr(obj, "__doc__", "") or "").strip().split("\n")[0])
         entry = Entry(name=name, obj=obj, plugin=plugin, description=description, aliases=aliases)
         self._entries[name.lower()] = entry
@@ -80,14 +87,26 @@ class Registry(Generic[T]):
             self._aliases[alias.lower()] = name.lower()
         return entry
 
-    def check_free(self, obj: Any, plugin: str) -> None:
+    def owner(self, key: str) -> Entry[T] | None:
+        """The entry that holds ``key`` as its name or one of its aliases."""
+        found = self._lookup_key(key)
+        return None if found is None else self._entries[found]
+
+    def check_free(self, obj: Any, plugin: str, aliases: tuple[str, ...] | None = None) -> None:
         """Raise :class:`RegistrationError` when ``obj``'s name or one of its aliases is already taken."""
-        for key in (str(getattr(obj, "name", "")), *(getattr(obj, "aliases", ()) or ())):
-            owner = self._lookup_key(str(key))
-            if owner is not None:
-                raise RegistrationError(
-                    f"{plugin} registered {self.kind} {key!r}, which {self._entries[owner].plugin} already registered"
-                )
+        aliases = tuple(getattr(obj, "aliases", ()) or ()) if aliases is None else aliases
+        for key in (str(getattr(obj, "name", "")), *aliases):
+            taken = self.owner(str(key))
+            if taken is not None:
+                raise RegistrationError(f"{plugin} registered {self.kind} {key!r}, which {taken.plugin} already registered")
+
+    def remove_plugin(self, plugin: str) -> list[str]:
+        """Drop every entry ``plugin`` registered (a plugin that failed later is removed whole); their names."""
+        gone = [key for key, entry in self._entries.items() if entry.plugin == plugin]
+        for key in gone:
+            del self._entries[key]
+        self._aliases = {alias: key for alias, key in self._aliases.items() if key not in gone}
+        return gone
 
     def _check_contract(self, obj: Any, name: str, plugin: str) -> None:
         contract = self._contract
@@ -148,6 +167,9 @@ class Registries:
         self.suites: Registry[Any] = Registry("suite", required=("attacks",), contract=c.EvalSuite)
         self.zoos: Registry[Any] = Registry("zoo", required=("load", "models"), contract=c.ModelZoo)
         self.datasets: Registry[Any] = Registry("dataset", required=("train", "test", "num_classes"), contract=c.DatasetPlugin)
+        from robustft.loggers import RunLogger
+
+        self.loggers: Registry[Any] = Registry("logger", required=("log",), contract=RunLogger, is_class=True)
 
     def plugin_of(self, kind: str, obj: Any) -> str:
         """The plugin that registered ``obj`` (for error messages), or its name when it was not registered."""
@@ -155,11 +177,15 @@ class Registries:
         name = str(getattr(obj, "name", ""))
         return registry.entry(name).plugin if name in registry else name or type(obj).__name__
 
-    def by_kind(self, kind: str) -> Registry[Any]:
+    def kinds(self) -> dict[str, Registry[Any]]:
         return {
             "schemes": self.schemes,
             "attacks": self.attacks,
             "suites": self.suites,
             "zoos": self.zoos,
             "datasets": self.datasets,
-        }[kind]
+            "loggers": self.loggers,
+        }
+
+    def by_kind(self, kind: str) -> Registry[Any]:
+        return self.kinds()[kind]

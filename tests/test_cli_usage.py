@@ -28,7 +28,7 @@ def assert_usage_error(result, command: str) -> str:
 
 
 def test_every_builtin_command_is_covered():
-    assert SUBCOMMANDS == ["compare", "eval", "finetune", "geometry", "list", "plugins", "recipes"]
+    assert SUBCOMMANDS == ["compare", "eval", "export", "finetune", "geometry", "list", "plot", "plugins", "recipes", "report"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -40,11 +40,12 @@ def test_misspelt_option_is_a_usage_error(command, capsys, monkeypatch):
 @pytest.mark.parametrize(
     "args",
     [["finetune", "--epochs"], ["eval", "--steps"], ["compare", "--schemes"], ["geometry", "--dim"], ["list", "models", "--zoo"],
-     ["finetune", "--attack-steps"]],
+     ["finetune", "--attack-steps"], ["export", "--out"], ["plot", "bars", "--json"], ["plot", "curves", "--run"]],
 )
 def test_missing_option_value_is_a_usage_error(args, capsys, monkeypatch):
     result = cli_in_process(capsys, monkeypatch, *args)
-    assert f"Option {args[-1]!r} requires an argument." in assert_usage_error(result, args[0])
+    command = " ".join(args[:2]) if args[0] == "plot" else args[0]  # a sub-command's own usage line (plot bars)
+    assert f"Option {args[-1]!r} requires an argument." in assert_usage_error(result, command)
 
 
 def test_misspelt_command_suggests_the_closest(capsys, monkeypatch):

@@ -11,10 +11,16 @@ content may be a bare state dict or a dict holding one under ``"model"``, ``"sta
 ``"model_state_dict"`` (robustft's own run weights are ``{"model": ...}``); ``module.`` prefixes left by
 ``DataParallel``/DDP are stripped. The helpers :func:`read_state_dict` and :func:`load_weights` serve the
 timm and torchvision zoos' ``--checkpoint`` too.
+
+``file:<folder>`` loads a folder written by ``robustft export`` (docs/export.md): ``model.safetensors`` and a
+``config.json`` that names the architecture (one of the built-in ones, ``timm:NAME`` or
+``torchvision:ARCH``), its options, the number of classes, the input size, the normalisation and the data
+set, so it needs no ``--arch`` and evaluates on the exported data set unless ``--dataset`` says otherwise.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ from robustft.io import load_torch
 #: Keys under which checkpoints of common training code keep the state dict, in the order tried.
 STATE_KEYS = ("model", "state_dict", "model_state_dict", "net")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+#: What ``robustft export`` writes into its folder, and the format of its config.json.
+EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION = "model.safetensors", "config.json", "robustft-export", 1
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -119,16 +127,23 @@ class FileZoo(ModelZoo):
         return []  # any path
 
     def resolve(self, name: str) -> ModelInfo | None:
-        # Any existing file, or a name that looks like a checkpoint (so file:missing.pt says it is missing);
+        # Any existing file, or a name that looks like a checkpoint (file:missing.pt is said to be missing);
         # other names belong to other zoos.
         path = Path(name).expanduser()
+        if name and path.is_dir():  # an exported folder (or a folder that is not one: load() says so)
+            config = read_export_config(path) if (path / EXPORT_CONFIG).is_file() else {}
+            return ModelInfo(name=name, dataset=str(config.get("dataset") or "cifar10"), description="exported robustft model")
         if not name or not (path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES):
             return None
+        if not path.exists():  # said here, before the data set and the architecture are looked at
+            raise UserError(f"The checkpoint {str(path)!r} does not exist.")
         return ModelInfo(name=name, dataset="cifar10", description="local checkpoint")
 
     def load(self, info: ModelInfo, *, device: torch.device, dataset: DatasetPlugin | None = None, **options: Any) -> nn.Module:
         from robustft_plugins.zoos.architectures import ARCHITECTURES, build_architecture
 
+        if Path(info.name).expanduser().is_dir():
+            return load_exported(Path(info.name).expanduser(), device=device, dataset=dataset, **options)
         arch = options.get("arch")
         if not arch:
             raise BadInputError(f"file:{info.name} needs --arch, one of {', '.join(ARCHITECTURES)}.")
@@ -140,6 +155,79 @@ class FileZoo(ModelZoo):
         model = build_architecture(arch, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
         load_weights(model, state, info.name, f"architecture {arch!r} with {dataset.num_classes} classes")
         return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------ exported folders
+
+
+def read_export_config(folder: Path) -> dict[str, Any]:
+    """The ``config.json`` of an exported folder, checked to be one robustft can load."""
+    path = folder / EXPORT_CONFIG
+    if not path.is_file():
+        raise UserError(f"Folder {str(folder)!r} is not an exported robustft model (it has no {EXPORT_CONFIG}); write one with 'robustft export RUN --out DIR'.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{str(path)!r} is damaged (not valid JSON).") from None
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{str(path)!r} is not the config of a robustft export (its \"format\" is not {EXPORT_FORMAT!r}).")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > EXPORT_FORMAT_VERSION:
+        raise UserError(f"{str(path)!r} has export format version {version!r}, newer than this robustft reads ({EXPORT_FORMAT_VERSION}): upgrade robustft.")
+    missing = [key for key in ("architecture", "num_classes", "input_size") if key not in config]
+    if missing:
+        raise UserError(f"{str(path)!r} lacks the field {missing[0]!r}.")
+    return config
+
+
+def build_exported(config: Mapping[str, Any]) -> nn.Module:
+    """The untrained network ``config`` (an export's config.json) describes, taking ``[0, 1]`` inputs.
+
+    Built-in architectures get the normalisation folded in by their builder (non-persistent buffers);
+    ``timm:NAME`` and ``torchvision:ARCH`` networks are wrapped in :class:`WithNormalization`, as their
+    zoos wrap them, so the state dict's keys are the same as the run's.
+    """
+    from robustft_plugins.zoos.architectures import build_architecture
+
+    arch = str(config["architecture"])
+    options = dict(config.get("architecture_options") or {})
+    num_classes, (channels, *size) = int(config["num_classes"]), [int(v) for v in config["input_size"]]
+    norm = config.get("normalization") or None
+    zoo, sep, name = arch.partition(":")
+    if not sep:
+        if norm:
+            options.update(mean=norm["mean"], std=norm["std"])
+        return build_architecture(arch, num_classes=num_classes, in_channels=channels, **options)
+    if zoo == "timm":
+        from robustft_plugins.zoos.timm_zoo import import_timm
+
+        network = import_timm().create_model(name, pretrained=False, num_classes=num_classes, in_chans=channels, **options)
+    elif zoo == "torchvision":
+        import torchvision.models as tvm
+
+        network = tvm.get_model(name, weights=None, num_classes=num_classes, **options)
+    else:
+        raise UserError(f"The exported architecture {arch!r} is not one robustft can build (built-in, timm:NAME or torchvision:ARCH).")
+    return WithNormalization(network, norm["mean"], norm["std"]) if norm else network
+
+
+def load_exported(folder: Path, *, device: torch.device, dataset: DatasetPlugin | None = None, **options: Any) -> nn.Module:
+    """An exported folder's model, built from its config.json, with its ``model.safetensors`` loaded strictly."""
+    given = sorted(k for k in ("arch", "checkpoint", "model_dir") if options.get(k))
+    if given:
+        raise BadInputError(f"file:{folder} is an exported folder whose config.json names the architecture; it takes no --{given[0].replace('_', '-')}.")
+    config = read_export_config(folder)
+    if dataset is not None:
+        wanted = (int(config["num_classes"]), int(config["input_size"][0]))
+        if (dataset.num_classes, int(dataset.input_shape[0])) != wanted:
+            raise BadInputError(
+                f"file:{folder} classifies {wanted[0]} classes of {wanted[1]}-channel images, but data set {dataset.name!r} has "
+                f"{dataset.num_classes} classes of {dataset.input_shape[0]}-channel images."
+            )
+    model = build_exported(config)
+    weights = folder / EXPORT_WEIGHTS
+    load_weights(model, read_state_dict(weights), weights, f"architecture {config['architecture']!r} of {str(folder)!r}")
+    return model.to(device).eval()
 
 
 @hookimpl
