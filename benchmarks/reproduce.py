@@ -204,6 +204,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """The summary of what ``--out`` holds so far, computing nothing: finished and evaluated rows, the full-protocol
+    evaluations whose three norms are cached, and the runs still pending (``--collect``)."""
+    from robustft.plotting.sources import load_comparison
+
+    scale = QUICK if args.quick else PAPER if args.paper else FULL
+    out = Path(args.out)
+    rows, base_eval, pending = [], None, []
+    for folder, schemes, _, _, suffix in GROUPS:
+        if not (out / folder / "compare.json").is_file():
+            pending += [f"{folder}: {', '.join(schemes)} (not started)"]
+            continue
+        try:
+            found = load_comparison(out / folder)
+        except UserError:
+            pending.append(f"{folder}: {', '.join(schemes)} (nothing evaluated yet)")
+            continue
+        base_eval = base_eval or found["base"]
+        done = {row["scheme"] for row in found["schemes"]}
+        settings = found["settings"]
+        for row in found["schemes"]:
+            rows.append({**row, "scheme": row["scheme"] + suffix})
+            missing = len(settings["seeds"]) - len(row["seeds"])
+            if missing:
+                pending.append(f"{folder}: {row['scheme']} ({missing} seed(s) not evaluated yet)")
+        pending += [f"{folder}: {name} (not evaluated yet)" for name in settings["schemes"] if name not in done]
+    full = {}
+    for name in FULL_NAMES:
+        files = [out / "full" / name / f"{norm.value}.json" for norm in NORMS]
+        if all(f.is_file() for f in files):
+            stored = {norm.value: json.loads(f.read_text()) for norm, f in zip(NORMS, files)}
+            masks = {"clean": stored[NORMS[0].value]["clean"], **{k: v["robust"] for k, v in stored.items()}}
+            n = len(masks["clean"])
+            union = sum(all(masks[k][i] for k in masks) for i in range(n)) / n
+            full[name] = {"name": name, "n": n, "clean": sum(masks["clean"]) / n,
+                          "robust": {k: sum(v) / n for k, v in masks.items() if k != "clean"}, "union": union,
+                          "invalid": {k: v["invalid"] for k, v in stored.items()}}
+        else:
+            pending.append(f"full protocol: {name} ({sum(f.is_file() for f in files)} of 3 norms done)")
+    return {"scale": {**scale.__dict__, "max_seeds": args.max_seeds or scale.seeds}, "base": base_eval, "rows": rows,
+            "full": full, "machine": machine(), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+            "quick": bool(args.quick), "pending": pending}
+
+
 def _parts(part: list[str] | None) -> tuple[set[str], set[str]]:
     """The scheme groups and full evaluations a ``--part`` list selects (everything without one)."""
     if not part:
@@ -230,34 +274,58 @@ def rows_by_scheme(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["scheme"]: row for row in summary["rows"]}
 
 
+CLAIMS = (
+    "(a) the l-inf base is weak in l1 (l1 << l-inf, union ~ l1)",
+    "(b) 3 epochs of E-AT raise union by >= 10 points, losing <= 10 in l-inf",
+    "(c) an E-AT epoch costs within 10% of an l-inf AT epoch; MAX and AVG at least twice",
+    "(d) E-AT's union close to MAX's and MSD's (paper: within about 1 point)",
+    "(e) RAMP's union against E-AT's (paper: RAMP ahead by about 1 point)",
+)
+
+
 def claims(summary: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
-    """(claim, what was measured, holds?, comment) for the five claims of the reproduction; None: reported only."""
-    rows = rows_by_scheme(summary)
-    base = summary["base"]
-    eat, linf = rows["e-at"], rows["linf-at"]
-    cost = lambda s: rows[s]["seconds_per_epoch"]["mean"] / linf["seconds_per_epoch"]["mean"]  # noqa: E731
-    b_l1, b_inf, b_union = base["robust"]["1"], base["robust"]["inf"], base["union"]
-    union_gain = eat["union"]["mean"] - b_union
-    inf_loss = b_inf - eat["robust"]["inf"]["mean"]
-    out = [
-        ("(a) the l-inf base is weak in l1 (l1 << l-inf, union ~ l1)",
-         f"l1 {100 * b_l1:.1f}, l-inf {100 * b_inf:.1f}, union {100 * b_union:.1f}",
-         b_l1 <= b_inf - 0.10 and b_union <= b_l1 + 1e-9, "must hold"),
-        ("(b) 3 epochs of E-AT raise union by >= 10 points, losing <= 10 in l-inf",
-         f"union {100 * union_gain:+.1f}, l-inf {-100 * inf_loss:+.1f}", union_gain >= 0.10 and inf_loss <= 0.10, "must hold"),
-        ("(c) an E-AT epoch costs within 10% of an l-inf AT epoch; MAX and AVG at least twice",
-         f"E-AT {cost('e-at'):.2f}, MAX {cost('max'):.2f}, AVG {cost('avg'):.2f} x l-inf AT",
-         abs(cost("e-at") - 1) <= 0.10 and cost("max") >= 2 and cost("avg") >= 2, "must hold"),
-    ]
-    gap_max = eat["union"]["mean"] - rows["max"]["union"]["mean"]
-    gap_msd = eat["union"]["mean"] - rows["msd"]["union"]["mean"]
-    out.append(("(d) E-AT's union close to MAX's and MSD's (paper: within about 1 point)",
-                f"E-AT - MAX {100 * gap_max:+.1f}, E-AT - MSD {100 * gap_msd:+.1f}", None, "reported"))
-    gap_ramp = rows["ramp"]["union"]["mean"] - eat["union"]["mean"]
-    out.append(("(e) RAMP's union against E-AT's (paper: RAMP ahead by about 1 point)",
-                f"RAMP - E-AT {100 * gap_ramp:+.1f} (std {100 * rows['ramp']['union']['std']:.1f} / {100 * eat['union']['std']:.1f})",
-                None, "reported"))
-    return out
+    """(claim, what was measured, holds?, comment) for the five claims; None: reported only, or pending (a
+    partial ``--collect`` summary that lacks the rows a claim needs)."""
+    found = []
+    for text, measure in zip(CLAIMS, (_claim_a, _claim_b, _claim_c, _claim_d, _claim_e)):
+        try:
+            measured, holds, comment = measure(rows_by_scheme(summary), summary["base"])
+        except (KeyError, TypeError):
+            measured, holds, comment = "pending: its rows are not evaluated yet", None, "pending"
+        found.append((text, measured, holds, comment))
+    return found
+
+
+def _cost(rows: dict[str, Any], scheme: str) -> float:
+    return rows[scheme]["seconds_per_epoch"]["mean"] / rows["linf-at"]["seconds_per_epoch"]["mean"]
+
+
+def _claim_a(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+    l1, inf, union = base["robust"]["1"], base["robust"]["inf"], base["union"]
+    return f"l1 {100 * l1:.1f}, l-inf {100 * inf:.1f}, union {100 * union:.1f}", l1 <= inf - 0.10 and union <= l1 + 1e-9, "must hold"
+
+
+def _claim_b(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+    gain = rows["e-at"]["union"]["mean"] - base["union"]
+    loss = base["robust"]["inf"] - rows["e-at"]["robust"]["inf"]["mean"]
+    return f"union {100 * gain:+.1f}, l-inf {-100 * loss:+.1f}", gain >= 0.10 and loss <= 0.10, "must hold"
+
+
+def _claim_c(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+    eat, max_, avg = (_cost(rows, s) for s in ("e-at", "max", "avg"))
+    return f"E-AT {eat:.2f}, MAX {max_:.2f}, AVG {avg:.2f} x l-inf AT", abs(eat - 1) <= 0.10 and max_ >= 2 and avg >= 2, "must hold"
+
+
+def _claim_d(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+    eat = rows["e-at"]["union"]["mean"]
+    return (f"E-AT - MAX {100 * (eat - rows['max']['union']['mean']):+.1f}, "
+            f"E-AT - MSD {100 * (eat - rows['msd']['union']['mean']):+.1f}", None, "reported")
+
+
+def _claim_e(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+    ramp, eat = rows["ramp"]["union"], rows["e-at"]["union"]
+    return (f"RAMP - E-AT {100 * (ramp['mean'] - eat['mean']):+.1f} (std {100 * ramp['std']:.1f} / {100 * eat['std']:.1f})",
+            None, "reported")
 
 
 def main() -> None:
@@ -274,17 +342,20 @@ def main() -> None:
         "Only these scheme groups or full evaluations (comma-separated; repeatable): "
         f"{', '.join(GROUP_NAMES)}, full-base, full-e-at. Split a long run over processes; a last call without "
         "--part collects the cached results and writes the summary."))
+    parser.add_argument("--collect", action="store_true", help=(
+        "Compute nothing: report what --out holds so far (rows still pending are listed; claims that need them "
+        "are marked pending)."))
     parser.add_argument("--max-seeds", type=int, help="Seeds of the two MAX rows (default: as many as E-AT and RAMP).")
     parser.add_argument("--report", type=Path, help="Write the Markdown report here (e.g. docs/reproduction.md).")
     args = parser.parse_args()
     try:
-        summary = run(args)
+        summary = collect(args) if args.collect else run(args)
     except UserError as exc:
         sys.exit(f"error: {exc.message}")
     if not summary:
         return
-    for claim, measured, holds, _ in claims(summary):
-        verdict = "reported" if holds is None else ("holds" if holds else "DOES NOT HOLD")
+    for claim, measured, holds, comment in claims(summary):
+        verdict = (comment if comment == "pending" else "reported") if holds is None else ("holds" if holds else "DOES NOT HOLD")
         print(f"{claim}: {measured} -> {verdict}")
     if args.report:
         from reproduction_report import write_report

@@ -30,10 +30,34 @@ def _pct(stat: dict[str, Any] | float, seeds: int = 1) -> str:
     return f"{100 * stat:.1f}"
 
 
+def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]:
+    """The report's figures, drawn with robustft.plotting (the same as ``robustft plot``): (file name, caption)."""
+    from robustft.plotting import accuracy_bars, cost_tradeoff
+
+    rows = {row["scheme"]: row for row in summary["rows"]}
+    ordered = [rows[s] for s in ORDER if s in rows]
+    base = summary["base"]
+    figures = []
+    if base is not None and ordered:
+        bars = accuracy_bars([{**base, "name": "base (l-inf AT)"}, *ordered],
+                             title="CIFAR-10, before and after 3 epochs of fine-tuning")
+        bars.save(folder / "reproduction-bars")
+        figures.append(("reproduction-bars.png", "Clean, per-norm and union robust accuracy of the base and every "
+                        "scheme (reduced protocol; error bars: std over seeds)."))
+    if base is not None and "linf-at" in rows and len(ordered) > 1:
+        trade = cost_tradeoff(ordered, base=base, title="Union robust accuracy against the cost of an epoch")
+        trade.save(folder / "reproduction-cost")
+        figures.append(("reproduction-cost.png", "Union robust accuracy against seconds per training epoch, measured "
+                        "in the same command (error bars: std over seeds)."))
+    return figures
+
+
 def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | None, str]], path: Path) -> None:
     scale, rows = summary["scale"], {row["scheme"]: row for row in summary["rows"]}
-    reference = rows["linf-at"]["seconds_per_epoch"]["mean"]
+    reference = rows["linf-at"]["seconds_per_epoch"]["mean"] if "linf-at" in rows else None
     base = summary["base"]
+    if base is None:
+        raise ValueError("the summary has no evaluation of the base model yet: nothing to report")
     lines = [
         "# Reproduction on CIFAR-10 at CPU scale",
         "",
@@ -75,13 +99,22 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         if row is None:
             continue
         seeds = len(row["seeds"])
-        cost = row["seconds_per_epoch"]["mean"] / reference
+        cost = f"{row['seconds_per_epoch']['mean'] / reference:.2f}" if reference else "pending"
         paper = PAPER.get(scheme)
         paper_cells = f"{' / '.join(map(str, paper[1]))} ({paper[0]})" if paper else "-"
         lines.append(
             f"| + {scheme} | {_pct(row['clean'], seeds)} | " + " | ".join(_pct(row["robust"][k], seeds) for k in NORM_KEYS)
-            + f" | {_pct(row['union'], seeds)} | {cost:.2f} | {paper_cells} | {PAPER_COST.get(scheme, '-')} |"
+            + f" | {_pct(row['union'], seeds)} | {cost} | {paper_cells} | {PAPER_COST.get(scheme, '-')} |"
         )
+    pending = summary.get("pending") or []
+    if pending:
+        lines += ["", "**Not finished yet** (this page is from `--collect` on a run still in progress; the same command "
+                  "continues it):", ""] + [f"- {item}" for item in pending]
+    figures = draw_figures(summary, path.parent / "images")
+    if figures:
+        lines += ["", "## Figures", ""]
+        for name, caption in figures:
+            lines += [f"![{caption}](images/{name})", "", caption, ""]
     full = summary["full"]
     lines += [
         "",
@@ -94,10 +127,14 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         lines.append(f"| {result['name']} | {_pct(result['clean'])} | " + " | ".join(_pct(result["robust"][k]) for k in NORM_KEYS)
                      + f" | {_pct(result['union'])} |")
     lines += ["", "## The papers' claims", "", "| claim | measured | verdict |", "| --- | --- | --- |"]
-    for claim, measured, holds, _ in claims:
-        verdict = "reported (see below)" if holds is None else ("holds" if holds else "**does not hold**")
+    for claim, measured, holds, comment in claims:
+        verdict = (("pending" if comment == "pending" else "reported") if holds is None
+                   else ("holds" if holds else "**does not hold**"))
         lines.append(f"| {claim} | {measured} | {verdict} |")
     lines += ["", "Commands:", "", "```bash",
               "python benchmarks/train_cifar_base.py --epochs 10 --export plugins/zoos/weights   # the base model",
-              "python benchmarks/reproduce.py --report docs/reproduction.md                      # this page", "```", ""]
+              "python benchmarks/reproduce.py --part seeded & python benchmarks/reproduce.py --part single &",
+              "python benchmarks/reproduce.py --part max,max-attack --max-seeds 1 &",
+              "python benchmarks/reproduce.py --part full-base,full-e-at; wait   # one thread each: OMP_NUM_THREADS=1",
+              "python benchmarks/reproduce.py --collect --max-seeds 1 --report docs/reproduction.md   # this page", "```", ""]
     path.write_text("\n".join(lines))

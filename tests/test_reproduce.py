@@ -34,6 +34,28 @@ def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path)
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out)],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert again.returncode == 0 and "Fine-tuning" not in again.stderr
+    # --collect computes nothing and reports what is cached, with the package's figures
+    report_dir = tmp_path / "docs"
+    collected = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out),
+                                "--collect", "--report", str(report_dir / "reproduction.md")],
+                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert "Fine-tuning" not in collected.stderr and "Evaluating" not in collected.stderr
+    assert (report_dir / "images" / "reproduction-bars.png").is_file() and (report_dir / "images" / "reproduction-cost.svg").is_file()
+    assert "Not finished yet" not in (report_dir / "reproduction.md").read_text()
+
+
+def test_collect_reports_a_partial_run_with_pending_rows_and_claims(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import reproduce
+    finally:
+        sys.path.pop(0)
+    summary = {"base": {"robust": {"1": 0.1, "inf": 0.4, "2": 0.5}, "union": 0.1}, "rows": [
+        {"scheme": "e-at", "union": {"mean": 0.3, "std": 0.01}, "robust": {"inf": {"mean": 0.35}}}]}
+    verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(summary)}
+    assert verdicts["(a)"] == (True, "must hold") and verdicts["(b)"] == (True, "must hold")
+    assert verdicts["(c)"] == (None, "pending") and verdicts["(e)"] == (None, "pending")
 
 
 def test_missing_images_are_one_sentence(tmp_path):
