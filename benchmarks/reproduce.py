@@ -57,6 +57,10 @@ GROUPS = (
 )
 GROUP_NAMES = tuple(group[0] for group in GROUPS)
 FULL_NAMES = ("base", "e-at")
+#: Robust accuracy against the radius (the reduced protocol on the first points): l-inf 1/255..12/255,
+#: l2 0.1..1.0, l1 2..16, for the base and the first E-AT model (``--part curves``).
+CURVE_RADII = {Norm.LINF: ("1/255", "12/255", 12), Norm.L2: ("1/10", "1", 10), Norm.L1: ("2", "16", 8)}
+CURVE_POINTS = {"full": 200, "quick": 6}
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
 
 
@@ -138,6 +142,22 @@ def evaluate_per_norm(model: torch.nn.Module, name: str, data: Any, suite: Any, 
             "union": mean(union), "invalid": invalid}
 
 
+def radius_curve(model: torch.nn.Module, name: str, data: Any, suite: Any, registries: Any, n_ex: int, steps: int,
+                 path: Path, device: torch.device) -> dict[str, Any]:
+    """Robust accuracy at each radius of :data:`CURVE_RADII` (``robustft eval --radii``), cached in ``path``."""
+    from robustft.norms import parse_radius
+    from robustft.sweep import sweep_radii
+
+    if path.is_file():
+        return json.loads(path.read_text())
+    sweep = {norm: sweep_radii(parse_radius(a), parse_radius(b), count) for norm, (a, b, count) in CURVE_RADII.items()}
+    result = evaluate_model(model, data, list(NORMS), data.default_eps, suite=suite, registries=registries, n_ex=n_ex,
+                            steps=steps, batch_size=250, device=device, seed=0, name=name, sweep=sweep).as_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else PAPER if args.paper else FULL
     groups, fulls = _parts(args.part)
@@ -176,19 +196,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     base_eval = None
     for folder, schemes, how_many, options, suffix in GROUPS:
-        if folder not in groups and not (folder == "seeded" and "e-at" in fulls):
+        if folder not in groups:
             continue
-        only_eat = folder not in groups  # the full E-AT evaluation needs the first E-AT run, nothing else
-        report = compare("e-at" if only_eat else ",".join(schemes), seeds=1 if only_eat else seeds[how_many],
-                         out=out / folder, options=options, **common)
-        if not only_eat:
-            base_eval = report.base
-            rows += [{**row.as_dict(), "scheme": row.scheme + suffix} for row in report.rows]
-        if folder == "seeded" and "e-at" in fulls:
-            first_eat = Path(next(row for row in report.rows if row.scheme == "e-at").runs[0])
-            tuned, _ = load_run_model(first_eat, registries, device, dataset=data)
+        report = compare(",".join(schemes), seeds=seeds[how_many], out=out / folder, options=options, **common)
+        base_eval = report.base
+        rows += [{**row.as_dict(), "scheme": row.scheme + suffix} for row in report.rows]
+    if "e-at" in fulls or "curves" in groups:
+        # The first E-AT run of the seeded group (its folder is fixed; calling compare for it alone would rewrite
+        # that group's compare.json with one scheme).
+        first_eat = out / "seeded" / f"e-at-seed{common.get('seed') or 0}"
+        if not (first_eat / "model.pt").is_file():
+            raise UserError(f"The full E-AT evaluation and the curves need the finished run {str(first_eat)!r}: run --part seeded first.")
+        tuned, _ = load_run_model(first_eat, registries, device, dataset=data)
+        if "e-at" in fulls:
             full["e-at"] = evaluate_per_norm(tuned, f"+ e-at ({first_eat.name})", data, full_suite, registries,
                                              scale.full_n_ex, scale.full_steps, out / "full" / "e-at", device)
+        if "curves" in groups:
+            suite_obj = registries.suites.get(ReducedProtocol.name)
+            for name, model in (("base", base), ("e-at", tuned)):
+                radius_curve(model, name if name == "base" else f"+ e-at ({first_eat.name})", data, suite_obj, registries,
+                             CURVE_POINTS["quick" if args.quick else "full"], scale.steps, out / "curves" / f"{name}.json", device)
     if args.part:
         return {}  # one part of a split run: its results are cached in --out; the last full call writes the summary
     summary = {
@@ -196,6 +223,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "base": base_eval,
         "rows": rows,
         "full": full,
+        "curves": [json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES
+                   if (out / "curves" / f"{name}.json").is_file()],
         "machine": machine(),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
         "quick": bool(args.quick),
@@ -243,21 +272,25 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                           "invalid": {k: v["invalid"] for k, v in stored.items()}}
         else:
             pending.append(f"full protocol: {name} ({sum(f.is_file() for f in files)} of 3 norms done)")
+    curves = [json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES
+              if (out / "curves" / f"{name}.json").is_file()]
+    if len(curves) < len(FULL_NAMES):
+        pending.append(f"curves: {len(curves)} of {len(FULL_NAMES)} models swept")
     return {"scale": {**scale.__dict__, "max_seeds": args.max_seeds or scale.seeds}, "base": base_eval, "rows": rows,
-            "full": full, "machine": machine(), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+            "full": full, "curves": curves, "machine": machine(), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
             "quick": bool(args.quick), "pending": pending}
 
 
 def _parts(part: list[str] | None) -> tuple[set[str], set[str]]:
     """The scheme groups and full evaluations a ``--part`` list selects (everything without one)."""
     if not part:
-        return set(GROUP_NAMES), set(FULL_NAMES)
+        return {*GROUP_NAMES, "curves"}, set(FULL_NAMES)
     chosen = {name.strip() for item in part for name in item.split(",") if name.strip()}
     full = {name.removeprefix("full-") for name in chosen if name.startswith("full-")}
     groups = chosen - {f"full-{name}" for name in full}
-    unknown = sorted((groups - set(GROUP_NAMES)) | (full - set(FULL_NAMES)))
+    unknown = sorted((groups - set(GROUP_NAMES) - {"curves"}) | (full - set(FULL_NAMES)))
     if unknown:
-        valid = ", ".join([*GROUP_NAMES, *(f"full-{name}" for name in FULL_NAMES)])
+        valid = ", ".join([*GROUP_NAMES, *(f"full-{name}" for name in FULL_NAMES), "curves"])
         raise UserError(f"Unknown --part {', '.join(unknown)}; the parts are {valid}.")
     return groups, full
 

@@ -49,6 +49,13 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
         trade.save(folder / "reproduction-cost")
         figures.append(("reproduction-cost.png", "Union robust accuracy against seconds per training epoch, measured "
                         "in the same command (error bars: std over seeds)."))
+    if summary.get("curves"):
+        from robustft.plotting import radius_curves
+
+        radius_curves(summary["curves"], title="Robust accuracy against the radius").save(folder / "reproduction-radii")
+        n = summary["curves"][0].get("n")
+        figures.append(("reproduction-radii.png", f"Robust accuracy against the radius in each norm, base and E-AT model "
+                        f"(reduced protocol, first {n} test points; the papers' radii are 8/255, 0.5 and 12)."))
     return figures
 
 

@@ -73,5 +73,5 @@ def test_an_unknown_part_is_one_sentence_naming_the_parts(tmp_path):
                            "--part", "seeded,fancy"], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at."
+        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at, curves."
     ]
