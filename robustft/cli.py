@@ -272,6 +272,10 @@ def eval_command(
         )
     if not is_main():  # under torchrun, rank 0 alone prints the table
         return
+    if checks is not None and report.saved is not None:
+        from robustft.evaluation import store_sanity
+
+        store_sanity(report.saved, checks)  # beside the table in eval.json, for robustft report
     if json_output:
         print_json({**report.as_dict(), **({"sanity": [c.as_dict() for c in checks]} if checks is not None else {})})
     else:

@@ -41,7 +41,7 @@ from robustft.contracts import DatasetPlugin, EvalSuite
 from robustft.config import MAX_SEED
 from robustft.errors import BadInputError, UserError
 from robustft.geometry import check_radii
-from robustft.io import atomic_write_text, checksum_path, load_torch
+from robustft.io import DiskFullError, atomic_write_text, checksum_path, load_torch
 from robustft.lp import check_in_ball_and_box, project
 from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm, eps_to_strings, format_radius, normalise_eps, parse_norms, sort_norms
@@ -346,7 +346,21 @@ def save_run_eval(report: EvalReport, run_dir: str | Path, settings: Mapping[str
     except OSError as exc:
         log.warning("The evaluation could not be stored in %s (%s).", path, exc.strerror or exc)
         return None
+    except DiskFullError as exc:
+        log.warning("The evaluation could not be stored: %s", exc.message)
+        return None
     return path
+
+
+def store_sanity(path: str | Path, checks: Sequence[Any]) -> None:
+    """Add the gradient-masking checks of ``eval --sanity`` to a stored evaluation (``"sanity"``, as in ``--json``),
+    so that reports show them; a file that cannot be rewritten is a warning."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        atomic_write_text(path, json.dumps({**data, "sanity": [c.as_dict() for c in checks]}, indent=2) + "\n")
+    except (OSError, ValueError, DiskFullError) as exc:
+        log.warning("The sanity checks could not be stored in %s (%s).", path, getattr(exc, "message", None) or exc)
 
 
 def load_run_model(

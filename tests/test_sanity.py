@@ -177,3 +177,14 @@ def test_eval_sanity_json(base_model, capsys, monkeypatch):
     # The checks test the table's suite (--suite, default e-at), with the tolerance they applied.
     assert "e-at" in checks[("more-steps", "inf")]["detail"]
     assert checks[("more-steps", "inf")]["values"]["tolerance"] == 1 / 40
+
+
+def test_eval_run_sanity_is_stored_beside_the_table(tmp_path, base_model, capsys, monkeypatch):
+    import robustft
+
+    run = robustft.finetune(epochs=1, n_train=16, batch_size=16, attack_steps=1, out=str(tmp_path / "run")).run_dir
+    result = cli_in_process(capsys, monkeypatch, "eval", "--run", str(run), "--norms", "inf", "--n-ex", "12", "--steps", "2",
+                            "--sanity", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    stored = json.loads((run / "eval.json").read_text())
+    assert stored["sanity"] == json.loads(result.stdout)["sanity"] and len(stored["sanity"]) == 8  # 4 checks x 2 models
