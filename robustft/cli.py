@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -626,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_output()
     _debug["on"] = False
     cli = app
+    previous_term = _catch_sigterm()
     try:
         cli = _with_plugin_commands(argv)
         # Outside standalone mode typer returns the code of an early exit (--help, --version, and 130
@@ -653,10 +656,37 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") not in ("", "0") else ""
         stderr_console().print(f"[red]error{where}:[/red] {escape(crash.message)}", markup=True, highlight=False, soft_wrap=True)
         return crash.exit_code
+    finally:
+        _restore_sigterm(previous_term)
     code = code if isinstance(code, int) else 0
-    if code == INTERRUPTED:
-        stderr_console().print("Interrupted.")
+    if code == INTERRUPTED and _terminated["signal"] == signal.SIGTERM:
+        code = TERMINATED
+    if code in (INTERRUPTED, TERMINATED):
+        stderr_console().print("Interrupted by SIGTERM." if code == TERMINATED else "Interrupted.")
     return code
+
+
+TERMINATED = 143  # the shell's code for a job ended by SIGTERM
+_terminated: dict[str, int | None] = {"signal": None}
+
+
+def _catch_sigterm() -> Any:
+    """Outside training (which installs its own handlers), SIGTERM stops a command as Ctrl-C does, and main
+    reports it with exit code 143 and a sentence instead of the silent death of the default action."""
+    _terminated["signal"] = None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handle(signum: int, frame: Any) -> None:
+        _terminated["signal"] = signum
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handle)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:  # pragma: no cover - console script wrapper

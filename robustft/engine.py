@@ -596,8 +596,12 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
+            self.again = signum
             raise KeyboardInterrupt
         self.signum = signum
+
+    #: The second signal, which stopped the run at once.
+    again: int | None = None
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -937,6 +941,18 @@ class Trainer:
                 result.epochs.append(self._end_epoch(epoch))
                 if self._stop_requested() and epoch + 1 < c.epochs:  # a signal in an epoch's last batch
                     self._interrupt(epoch, epoch_done=True)
+        except KeyboardInterrupt:
+            if self.stop.again is None:
+                raise
+            # A second signal stops at once: no checkpoint for this batch, but the exit code still says which
+            # signal ended the job (a scheduler must not take it for a finished one).
+            self._fail("interrupted")
+            kept = f"last checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
+            raise RunInterrupted(
+                f"Interrupted again by {signal.Signals(self.stop.again).name}: stopped at once ({kept}); "
+                f"continue with: {self._resume_hint()}",
+                exit_code=128 + int(self.stop.again),
+            ) from None
         finally:
             self.stop.restore()
 

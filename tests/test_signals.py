@@ -38,3 +38,36 @@ def test_signal_writes_a_checkpoint_says_how_to_resume_and_exits(tmp_path, base_
     batches = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     done = [(r["epoch"], r["batch"]) for r in batches if r["kind"] == "batch"]
     assert done == [(e, b) for e in (1, 2) for b in range(1, 9)]  # every batch exactly once
+
+
+@pytest.mark.parametrize("first,second,code", [(signal.SIGINT, signal.SIGTERM, 143), (signal.SIGTERM, signal.SIGINT, 130)],
+                         ids=["int-then-term", "term-then-int"])
+def test_a_second_signal_stops_at_once_with_its_own_exit_code(tmp_path, base_model, first, second, code):
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "robustft", *RUN, "--out", str(run)],
+                            env=env_with_plugin(tmp_path, slow=2.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(run / "metrics.jsonl", proc)
+    proc.send_signal(first)
+    time.sleep(0.02)  # 20 ms later, inside the same (slow) batch
+    proc.send_signal(second)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: Interrupted again by {signal.Signals(second).name}: stopped at once")
+    assert f"robustft finetune --resume {run}" in lines[-1] and "Traceback" not in stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_sigterm_during_eval_exits_143_with_a_sentence(tmp_path, base_model):
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "robustft", "eval", "--model", "digits-cnn-linf", "--n-ex", "300", "--steps", "200",
+                             "--norms", "1,2,inf"], env=env_with_plugin(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # started and attacking (the evaluation takes far longer)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "Interrupted by SIGTERM." and "Traceback" not in stderr and out == ""
