@@ -75,7 +75,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "",
         "## Setting, and every reduction",
         "",
-        f"- Base model: `cifar10-preact-w16-linf` (PreAct ResNet-18 at a quarter width, FGSM-RS l-inf training at "
+        "- Base model: `cifar10-preact-w16-linf` (PreAct ResNet-18 at a quarter width, FGSM-RS l-inf training at "
         "8/255 on all 50,000 training images; `benchmarks/train_cifar_base.py`). The papers start from a full-width "
         "PreAct ResNet-18 (11M parameters, 80 epochs of l-inf AT): ours has 16x fewer FLOPs.",
         f"- Fine-tuning: {scale['epochs']} epochs on the first {scale['n_train']} training images of the fixed "

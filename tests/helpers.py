@@ -40,6 +40,24 @@ def make_distribution(folder: Path, dist: str, module: str, source: str, entry: 
     return folder
 
 
+def install_example(name: str, tmp_path_factory) -> Path:  # noqa: ANN001 - pytest's TempPathFactory
+    """pip-install ``examples/<name>`` into a fresh folder (offline: no index, no build isolation, no deps) and
+    return the folder, to be put on the import path with :func:`with_path`."""
+    import shutil
+    import sys
+
+    target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / name  # setuptools builds in-tree: keep the repository clean
+    shutil.copytree(REPO / "examples" / name, source)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True,
+    )
+    assert list(target.glob(f"{name.replace('-', '_')}-*.dist-info"))
+    return target
+
+
 def with_path(folder: Path) -> dict[str, str]:
     """Environment that puts ``folder`` first on the import path."""
     return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

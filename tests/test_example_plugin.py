@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from helpers import REPO, run_cli, with_path
+from helpers import install_example, run_cli, with_path
 
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
-    """pip-install examples/robustft-myscheme into a folder (offline: no index, no build isolation)."""
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "robustft-myscheme"  # setuptools builds in-tree: keep the repo clean
-    shutil.copytree(REPO / "examples" / "robustft-myscheme", source)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
-    )
-    assert list(target.glob("robustft_myscheme-*.dist-info"))
-    return target
+    return install_example("robustft-myscheme", tmp_path_factory)
 
 
 def test_installed_plugin_is_listed(installed_example):

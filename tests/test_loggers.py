@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli_in_process, run_cli, with_path
+from helpers import cli_in_process, install_example, run_cli, with_path
 
 from robustft import hookimpl
 from robustft.errors import UserError
@@ -198,17 +196,7 @@ HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 
 @pytest.fixture(scope="module")
 def installed_mlflow_example(tmp_path_factory):
-    """pip-install examples/robustft-mlflow into a folder (offline: no index, no build isolation, no deps)."""
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "robustft-mlflow"  # setuptools builds in-tree: keep the repo clean
-    shutil.copytree(REPO / "examples" / "robustft-mlflow", source)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
-    )
-    assert list(target.glob("robustft_mlflow-*.dist-info"))
-    return target
+    return install_example("robustft-mlflow", tmp_path_factory)
 
 
 def test_mlflow_example_is_a_logger_plugin(installed_mlflow_example):

@@ -191,7 +191,7 @@ def build_exported(config: Mapping[str, Any]) -> nn.Module:
 
     arch = str(config["architecture"])
     options = dict(config.get("architecture_options") or {})
-    num_classes, (channels, *size) = int(config["num_classes"]), [int(v) for v in config["input_size"]]
+    num_classes, channels = int(config["num_classes"]), int(config["input_size"][0])
     norm = config.get("normalization") or None
     zoo, sep, name = arch.partition(":")
     if not sep:
