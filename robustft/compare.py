@@ -40,6 +40,7 @@ from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.io import atomic_write_text, read_jsonl
 from robustft.norms import DISPLAY_ORDER, Norm, eps_to_strings, format_radius, parse_norms, sort_norms
 from robustft.paths import runs_dir
+from robustft.rundir import check_utf8
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 
@@ -286,6 +287,8 @@ def compare(
     main = distributed.is_main()
     if not main:
         progress = ProgressReporter()
+    if out is not None:
+        check_utf8(out)
     root = Path(out) if out is not None else runs_dir() / f"compare-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     root = distributed.broadcast_object(root)
     if main:

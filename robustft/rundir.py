@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from robustft.errors import UserError
+from robustft.errors import BadInputError, UserError
 from robustft.io import atomic_write_text
 from robustft.paths import runs_dir
 from robustft.schemas import RunInfo
@@ -35,9 +35,20 @@ MIN_FREE_BYTES = 64 * 2**20
 CHECKPOINT_RE = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?\.pt$")
 
 
+def check_utf8(path: str | Path, option: str = "--out") -> None:
+    """A folder name robustft can record: its files (config.toml, run.json, JSON summaries) are UTF-8, and a name
+    that is not (bytes the file system accepts, such as ``\\xff``) could be created but never written down."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise BadInputError(f"{option} {shown!r} is not valid UTF-8, which robustft's files need to record it; choose a UTF-8 name.") from None
+
+
 def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
     """The run folder a new run will use (``out``, or a fresh one under the runs folder), not yet created."""
     if out is not None:
+        check_utf8(out)
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {str(path)!r} is a file, not a folder; choose another --out.")

@@ -143,3 +143,13 @@ def test_a_folder_given_as_config_and_a_file_given_as_out_are_named_for_what_the
     file.write_text("x")
     line = assert_one_sentence(run_cli("finetune", "--out", str(file)), code=1)
     assert "is a file, not a folder" in line
+
+
+@pytest.mark.parametrize("command", [["finetune"], ["compare", "--schemes", "e-at"]], ids=["finetune", "compare"])
+def test_a_non_utf8_out_is_refused_and_leaves_nothing(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = "bad\udcffname"  # the byte 0xff of a Latin-1 file name, as Python passes it on
+    result = cli_in_process(capsys, monkeypatch, *command, "--out", name, "--epochs", "1", "--n-train", "16")
+    line = assert_one_sentence(result)
+    assert line == "error: --out 'bad\\\\xffname' is not valid UTF-8, which robustft's files need to record it; choose a UTF-8 name."
+    assert list(tmp_path.iterdir()) == []
