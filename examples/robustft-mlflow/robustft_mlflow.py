@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft import hookimpl
-from robustft.errors import UserError
-from robustft.loggers import RunLogger, flatten, scalars
+from robustft.plugin import hookimpl
+from robustft.plugin import UserError
+from robustft.plugin import RunLogger, flatten, scalars
 
 RUN_ID_FILE = "mlflow-run-id"
 STORE_DIR = "mlruns"

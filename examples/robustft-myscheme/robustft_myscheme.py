@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from robustft import hookimpl
-from robustft.contracts import Scheme, SchemeOption
-from robustft.norms import Norm
+from robustft.plugin import hookimpl
+from robustft.plugin import Scheme, SchemeOption
+from robustft.plugin import Norm
 
 
 class MyScheme(Scheme):

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.errors import BadInputError
-from robustft.hookspecs import hookimpl
-from robustft.lp import L1Step, l0_norms, project, step_for
-from robustft.norms import Norm
+from robustft.plugin import Attack, AttackFactory, AttackResult
+from robustft.plugin import BadInputError
+from robustft.plugin import hookimpl
+from robustft.plugin import L1Step, l0_norms, project, step_for
+from robustft.plugin import Norm
 
 __all__ = ["APGD", "APGDFactory", "dlr_loss", "dlr_targeted_loss", "register_attacks"]
 

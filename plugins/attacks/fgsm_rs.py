@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.errors import BadInputError
-from robustft.hookspecs import hookimpl
-from robustft.lp import project
-from robustft.norms import Norm
+from robustft.plugin import Attack, AttackFactory, AttackResult
+from robustft.plugin import BadInputError
+from robustft.plugin import hookimpl
+from robustft.plugin import project
+from robustft.plugin import Norm
 
 DEFAULT_ALPHA = 1.25  # times eps (Wong et al. 2020, Sec. 4)
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustft.contracts import DatasetPlugin
-from robustft.data import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
-from robustft.errors import UserError
-from robustft.hookspecs import hookimpl
+from robustft.plugin import DatasetPlugin
+from robustft.plugin import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
+from robustft.plugin import UserError
+from robustft.plugin import hookimpl
 
 if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
     from torchvision import transforms

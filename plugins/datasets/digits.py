@@ -20,9 +20,9 @@ from functools import cached_property
 import torch
 from torch.utils.data import TensorDataset
 
-from robustft.contracts import DatasetPlugin
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import DatasetPlugin
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 
 TEST_SIZE = 360
 SPLIT_SEED = 0

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from robustft.errors import UserError
+from robustft.plugin import UserError
 
 #: Files named in the refusal before "and N more".
 SHOWN = 5

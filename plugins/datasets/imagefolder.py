@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from robustft.contracts import DatasetPlugin
-from robustft.errors import BadInputError, UserError
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import DatasetPlugin
+from robustft.plugin import BadInputError, UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 from robustft_plugins.datasets.image_files import load_rgb, refuse_or_skip
 
 if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 
-from robustft.contracts import DatasetPlugin
-from robustft.data import data_root
-from robustft.errors import UserError
-from robustft.hookspecs import hookimpl
+from robustft.plugin import DatasetPlugin
+from robustft.plugin import data_root
+from robustft.plugin import UserError
+from robustft.plugin import hookimpl
 
 if TYPE_CHECKING:  # torchvision imports in seconds; plugins load at every CLI start
     from torchvision import transforms

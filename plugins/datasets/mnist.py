@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from robustft.contracts import DatasetPlugin
-from robustft.data import ImageArrayDataset, data_root
-from robustft.errors import UserError
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import DatasetPlugin
+from robustft.plugin import ImageArrayDataset, data_root
+from robustft.plugin import UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft.hookspecs import hookimpl
-from robustft.io import atomic_write_text
-from robustft.loggers import RunLogger, flatten
+from robustft.plugin import hookimpl
+from robustft.plugin import atomic_write_text
+from robustft.plugin import RunLogger, flatten
 
 METRICS_CSV, SUMMARY_CSV = "metrics.csv", "summary.csv"
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft.hookspecs import hookimpl
-from robustft.io import append_jsonl
-from robustft.loggers import METRICS_FILE, RunLogger
+from robustft.plugin import hookimpl
+from robustft.plugin import append_jsonl
+from robustft.plugin import METRICS_FILE, RunLogger
 
 
 class JsonlLogger(RunLogger):

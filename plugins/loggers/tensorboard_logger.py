@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft.errors import UserError
-from robustft.hookspecs import hookimpl
-from robustft.loggers import RunLogger, scalars
+from robustft.plugin import UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import RunLogger, scalars
 
 EVENTS_DIR = "tensorboard"
 #: Keys that are positions, not measurements.

@@ -33,11 +33,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.contracts import Scheme, SchemeOption, TrainContext
-from robustft.errors import BadInputError
-from robustft.geometry import l2_radius_hull
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm, format_radius
+from robustft.plugin import Scheme, SchemeOption, TrainContext
+from robustft.plugin import BadInputError
+from robustft.plugin import l2_radius_hull
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm, format_radius
 
 
 class EAT(Scheme):

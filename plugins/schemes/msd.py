@@ -42,11 +42,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from robustft.contracts import Scheme, SchemeOption, TrainContext
-from robustft.errors import BadInputError
-from robustft.hookspecs import hookimpl
-from robustft.lp import project, step_for
-from robustft.norms import Norm
+from robustft.plugin import Scheme, SchemeOption, TrainContext
+from robustft.plugin import BadInputError
+from robustft.plugin import hookimpl
+from robustft.plugin import project, step_for
+from robustft.plugin import Norm
 
 #: Default total travel per norm, in radii (each of the ``steps`` steps moves ``travel * eps / steps``).
 DEFAULT_TRAVEL = {Norm.LINF: 2.5, Norm.L2: 10.0 / 3.0, Norm.L1: 2.5}
@@ -250,7 +250,7 @@ class MSD(Scheme):
 
 def _record_attack_passes(ctx: TrainContext, forward: int, backward: int, images: int) -> None:
     """Book the attack's passes as attack cost where the context keeps that account (the engine's does)."""
-    from robustft.engine import PassCounter
+    from robustft.plugin import PassCounter
 
     passes = getattr(ctx, "passes", None)
     if isinstance(passes, PassCounter):

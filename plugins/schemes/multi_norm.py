@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.contracts import AttackResult, Scheme, SchemeOption, TrainContext
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import AttackResult, Scheme, SchemeOption, TrainContext
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 
 
 class _RobustErrors:

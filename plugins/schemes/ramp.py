@@ -62,10 +62,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from robustft.contracts import Scheme, SchemeOption, TrainContext
-from robustft.errors import BadInputError
-from robustft.hookspecs import hookimpl
-from robustft.norms import DISPLAY_ORDER, Norm
+from robustft.plugin import Scheme, SchemeOption, TrainContext
+from robustft.plugin import BadInputError
+from robustft.plugin import hookimpl
+from robustft.plugin import DISPLAY_ORDER, Norm
 
 log = logging.getLogger("robustft")
 

@@ -16,10 +16,10 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from robustft.contracts import Scheme, TrainContext
-from robustft.errors import BadInputError
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import Scheme, TrainContext
+from robustft.plugin import BadInputError
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 
 
 class LpAT(Scheme):

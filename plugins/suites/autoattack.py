@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.contracts import Attack, AttackResult, EvalSuite
-from robustft.errors import UserError
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import Attack, AttackResult, EvalSuite
+from robustft.plugin import UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 
 #: AutoAttack's standard attacks, in its order, with the attribute of ``AutoAttack`` that holds each.
 STANDARD = (("apgd-ce", "apgd"), ("apgd-t", "apgd_targeted"), ("fab-t", "fab"), ("square", "square"))

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from robustft.contracts import Attack, EvalSuite
-from robustft.hookspecs import hookimpl
-from robustft.norms import Norm
+from robustft.plugin import Attack, EvalSuite
+from robustft.plugin import hookimpl
+from robustft.plugin import Norm
 
 __all__ = ["EATProtocol", "register_suites"]
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.errors import BadInputError, UnknownNameError
+from robustft.plugin import BadInputError, UnknownNameError
 from robustft_plugins.zoos.builtin import DigitsCNN
 
 ACTIVATIONS = ("relu", "softplus")

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft.contracts import ModelInfo, ModelZoo
-from robustft.errors import BadInputError, UserError
-from robustft.hookspecs import hookimpl
-from robustft.io import load_torch, save_torch, sha256_file
-from robustft.norms import Norm
-from robustft.paths import cache_dir
+from robustft.plugin import ModelInfo, ModelZoo
+from robustft.plugin import BadInputError, UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import load_torch, save_torch, sha256_file
+from robustft.plugin import Norm
+from robustft.plugin import cache_dir
 
 log = logging.getLogger("robustft")
 
@@ -67,7 +67,7 @@ class DigitsCNN(nn.Module):
 
 def build_digits_cnn_linf() -> dict[str, torch.Tensor]:
     """Train the base model: clean warm-up epoch, then l-inf APGD adversarial training; returns its weights."""
-    from robustft.pluginmanager import registries
+    from robustft.plugin import registries
 
     reg = registries()
     data = reg.datasets.get("digits").train()

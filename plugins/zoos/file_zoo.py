@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
-from robustft.errors import BadInputError, UserError
-from robustft.hookspecs import hookimpl
-from robustft.io import load_torch
+from robustft.plugin import DatasetPlugin, ModelInfo, ModelZoo
+from robustft.plugin import BadInputError, UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import load_torch
 
 #: Keys under which checkpoints of common training code keep the state dict, in the order tried.
 STATE_KEYS = ("model", "state_dict", "model_state_dict", "net")

@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
-from robustft.errors import BadInputError, UserError
-from robustft.hookspecs import hookimpl
-from robustft.io import load_torch
-from robustft.norms import Norm
-from robustft.paths import cache_dir
+from robustft.plugin import DatasetPlugin, ModelInfo, ModelZoo
+from robustft.plugin import BadInputError, UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import load_torch
+from robustft.plugin import Norm
+from robustft.plugin import cache_dir
 
 log = logging.getLogger("robustft")
 

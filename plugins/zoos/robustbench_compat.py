@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from robustft.errors import UserError
+from robustft.plugin import UserError
 
 INSTALL_HINT = "pip install 'robustft[zoos]'"
 

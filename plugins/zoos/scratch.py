@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
-from robustft.errors import BadInputError
-from robustft.hookspecs import hookimpl
+from robustft.plugin import DatasetPlugin, ModelInfo, ModelZoo
+from robustft.plugin import BadInputError
+from robustft.plugin import hookimpl
 from robustft_plugins.zoos.architectures import build_architecture
 
 log = logging.getLogger("robustft")
@@ -56,8 +56,8 @@ class ScratchZoo(ModelZoo):
                 f"The scratch zoo builds untrained models and takes no {flag}; use file:PATH to load your own weights."
             )
         if dataset is None:  # a library caller without a data set: size the model for the one it is meant for
-            from robustft.models import resolve_dataset
-            from robustft.pluginmanager import registries
+            from robustft.plugin import resolve_dataset
+            from robustft.plugin import registries
 
             dataset = resolve_dataset(info.dataset, registries())
         in_channels = int(dataset.input_shape[0])

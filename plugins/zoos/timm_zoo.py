@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
-from robustft.errors import BadInputError, UserError
-from robustft.hookspecs import hookimpl
-from robustft.io import UnsafeFileError, pickle_culprit
+from robustft.plugin import DatasetPlugin, ModelInfo, ModelZoo
+from robustft.plugin import BadInputError, UserError
+from robustft.plugin import hookimpl
+from robustft.plugin import UnsafeFileError, pickle_culprit
 
 log = logging.getLogger("robustft")
 

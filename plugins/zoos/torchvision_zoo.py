@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
-from robustft.errors import BadInputError, UnknownNameError, UserError
-from robustft.hookspecs import hookimpl
+from robustft.plugin import DatasetPlugin, ModelInfo, ModelZoo
+from robustft.plugin import BadInputError, UnknownNameError, UserError
+from robustft.plugin import hookimpl
 
 log = logging.getLogger("robustft")
 
