@@ -186,7 +186,7 @@ def _warn_invalid(name: str, norm: Norm, count: int, where: str = "") -> None:
 
 
 def _sweep(attacker: _Attacker, norm: Norm, radii: Sequence[Fraction], clean: Tensor,
-           broken_at: tuple[Fraction, Tensor] | None = None) -> Curve:
+           broken_at: tuple[Fraction, Tensor] | None = None) -> tuple[Curve, dict[Fraction, Tensor]]:
     """Robust accuracy at each radius, attacking from the largest radius down.
 
     The balls are nested, so two facts cut the work. (1) A point whose verified adversarial point from a larger
@@ -199,12 +199,16 @@ def _sweep(attacker: _Attacker, norm: Norm, radii: Sequence[Fraction], clean: Te
     search space grows with the radius) but do not prove; where it fails, the curve overstates robust accuracy
     at the smaller radius by the points an attack there alone would break. Only the points broken at a radius
     and not settled by (1) are attacked at the next smaller one.
+
+    Also returns, per radius, the points broken there: a point broken within a ball no larger than ``--eps`` is
+    broken at ``--eps`` too, which :func:`evaluate_model` carries into the table.
     """
     start = time.perf_counter()
     descending = sorted(radii, reverse=True)
     candidates = clean.clone()  # points to attack at the current radius
     known: Tensor | None = None  # per point and remaining radius: broken there already, by a point found earlier
     robust: dict[Fraction, float] = {}
+    broken: dict[Fraction, Tensor] = {}
     attacked: dict[Fraction, int] = {}
     invalid = 0
     for i, radius in enumerate(descending):
@@ -219,13 +223,15 @@ def _sweep(attacker: _Attacker, norm: Norm, radii: Sequence[Fraction], clean: Te
         robust_now = (clean & ~candidates) | survived
         robust[radius] = float(robust_now.float().mean())
         broken_now = clean & ~robust_now
+        broken[radius] = broken_now
         candidates = broken_now
         rest = known[:, 1:] if known is not None else torch.zeros(len(clean), len(descending) - i - 1, dtype=torch.bool)
         known = rest | fits
     _warn_invalid(attacker.name, norm, invalid, " (radius sweep)")
     ascending = sorted(radii)
-    return Curve(norm=norm, radii=tuple(ascending), robust=tuple(robust[r] for r in ascending),
-                 attacked=tuple(attacked[r] for r in ascending), invalid=invalid, seconds=time.perf_counter() - start)
+    curve = Curve(norm=norm, radii=tuple(ascending), robust=tuple(robust[r] for r in ascending),
+                  attacked=tuple(attacked[r] for r in ascending), invalid=invalid, seconds=time.perf_counter() - start)
+    return curve, broken
 
 
 def evaluate_model(
@@ -287,8 +293,14 @@ def evaluate_model(
             robust[norm], invalid[norm], _ = attacker.run(norm, Fraction(eps[norm]), clean)
             _warn_invalid(name, norm, invalid[norm])
         seconds = time.perf_counter() - start  # the sweep's time is its curves' own
-        curves = {norm: _sweep(attacker, norm, radii, clean, (Fraction(eps[norm]), clean & ~robust[norm]) if norm in robust else None)
-                  for norm, radii in sweeps.items()}
+        curves = {}
+        for norm, radii in sweeps.items():
+            curves[norm], broken = _sweep(attacker, norm, radii, clean,
+                                          (Fraction(eps[norm]), clean & ~robust[norm]) if norm in robust else None)
+            if norm in robust:  # the balls are nested: broken within a ball no larger than --eps is broken at --eps
+                for radius, mask in broken.items():
+                    if radius <= Fraction(eps[norm]):
+                        robust[norm] = robust[norm] & ~mask
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)

@@ -292,3 +292,37 @@ def test_a_two_process_sweep_equals_the_single_process_one(base_model, monkeypat
         row["curves"]["inf"].pop("seconds")
     assert one == two
     assert one["curves"]["inf"]["attacked_points"][0] < one["curves"]["inf"]["attacked_points"][-1]
+
+
+def test_points_the_sweep_breaks_within_the_eps_ball_are_broken_in_the_table_too():
+    """An attack that fails at --eps in the table's evaluation and works later: the sweep, attacking again
+    at --eps the points broken at a larger radius, breaks some of them with verified points; they are broken at
+    --eps, so the table counts them, and the table and the curve agree there."""
+    eps = Fraction(3, 100)
+
+    class FirstCallAtEpsFails(Exact):
+        """Fails at --eps until it has been called at another radius (that is: in the table's evaluation)."""
+
+        tried = False
+
+        def __call__(self, model, x, y):
+            if self.eps != float(eps):
+                FirstCallAtEpsFails.tried = True
+            elif not FirstCallAtEpsFails.tried:
+                self.calls.append((self.eps, len(x)))
+                return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool))
+            return super().__call__(model, x, y)
+
+    class Suite(ExactSuite):
+        def attacks(self, norm, eps, **_):
+            return [("flaky", FirstCallAtEpsFails(norm, eps, self.calls))]
+
+    model, data = linear_problem()
+    alone = _evaluate(model, data, Suite(), [Norm.LINF], {Norm.LINF: eps})
+    assert alone.robust[Norm.LINF] == 1.0  # the table's own attack broke nothing
+    FirstCallAtEpsFails.tried = False
+    exact = _evaluate(model, data, ExactSuite(), [Norm.LINF], {Norm.LINF: eps}).robust[Norm.LINF]
+    swept = _evaluate(model, data, Suite(), [Norm.LINF], {Norm.LINF: eps}, sweep={Norm.LINF: [eps, 2 * eps]})
+    assert swept.robust[Norm.LINF] == exact < 1.0  # lowered to what the exact attack gives
+    assert swept.curves[Norm.LINF].robust[0] == swept.robust[Norm.LINF]
+    assert swept.union <= swept.robust[Norm.LINF]

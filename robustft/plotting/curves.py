@@ -63,7 +63,7 @@ def radius_curves(models: Sequence[Mapping[str, Any]], *, title: str | None = No
                 _pixel_ticks(ax, max(float(r) for r in exact))
             right = max(float(r) for r in exact)
             ax.set_xlim(-0.03 * right, 1.03 * right)  # room for the markers at 0 and at the largest radius
-            ax.set_ylim(0, 100)
+            ax.set_ylim(-3, 103)  # room for markers at 0% and 100%, which the limits would cut in half
             ax.set_xlabel(f"{norm.label} radius \u03b5 (images in [0, 1])")
             ax.set_ylabel(f"{norm.label} robust accuracy (%)")
             panels.append({"norm": norm.value, "lines": lines})

@@ -97,7 +97,7 @@ def cost_tradeoff(
                            "union": 100 * union, "error": None if union_err is None else 100 * union_err})
         reference = _base_line(ax, base)
         ax.set_xlim(left=0)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(-3, 103)  # room for the markers at the limits
         ax.set_xlabel(COSTS[cost])
         ax.set_ylabel("union robust accuracy (%)")
         ax.set_title(title or "Robustness against cost")

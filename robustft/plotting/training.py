@@ -107,13 +107,13 @@ def training_curves(records: Sequence[Mapping[str, Any]], *, title: str | None =
             elif panel == "rerr":
                 for key, series in data["rerr"].items():
                     ax.plot(series["x"], series["y"], color=NORM_COLOURS[key], linewidth=1.0, label=_label(key), marker=_marker(series))
-                ax.set_ylim(0, 100)
+                ax.set_ylim(-3, 103)  # room for the markers at the limits
                 ax.set_ylabel("robust training error (%)")
                 ax.legend(loc="best", ncols=len(data["rerr"]))
             else:
                 for key, series in data["probabilities"].items():
                     ax.plot(series["x"], series["y"], color=NORM_COLOURS[key], marker="o", label=_label(key))
-                ax.set_ylim(0, 1)
+                ax.set_ylim(-0.03, 1.03)
                 ax.set_ylabel("sampling probability")
                 ax.legend(loc="best", ncols=len(data["probabilities"]))
             ax.set_xlim(left=0)
