@@ -344,9 +344,17 @@ def _claim_b(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | No
     return f"union {100 * gain:+.1f}, l-inf {-100 * loss:+.1f}", gain >= 0.10 and loss <= 0.10, "must hold"
 
 
+def _passes(rows: dict[str, Any], scheme: str) -> float:
+    return rows[scheme]["passes_per_image"]["mean"] / rows["linf-at"]["passes_per_image"]["mean"]
+
+
 def _claim_c(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+    """Judged on seconds, as the papers measure; passes per image (forward and backward passes through the model,
+    which no other process on the machine can disturb) are printed beside them as the check on the timing."""
     eat, max_, avg = (_cost(rows, s) for s in ("e-at", "max", "avg"))
-    return f"E-AT {eat:.2f}, MAX {max_:.2f}, AVG {avg:.2f} x l-inf AT", abs(eat - 1) <= 0.10 and max_ >= 2 and avg >= 2, "must hold"
+    passes = ", ".join(f"{name} {_passes(rows, s):.2f}" for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg")))
+    return (f"seconds: E-AT {eat:.2f}, MAX {max_:.2f}, AVG {avg:.2f} x l-inf AT (passes per image: {passes})",
+            abs(eat - 1) <= 0.10 and max_ >= 2 and avg >= 2, "must hold")
 
 
 def _claim_d(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
