@@ -68,7 +68,9 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
     lines = [
         "# Reproduction on CIFAR-10 at CPU scale",
         "",
-        "Written by `python benchmarks/reproduce.py --report docs/reproduction.md` from its cached runs"
+        "Written by `python benchmarks/reproduce.py "
+        + ("--collect " if summary.get("pending") is not None else "")
+        + "--report docs/reproduction.md` from its cached runs"
         + (" (**--quick: fabricated images, not a result**)." if summary.get("quick") else "."),
         f"Machine: {summary['machine']['cpus']} CPU cores, {summary['machine']['threads']} torch threads, torch "
         f"{summary['machine']['torch']}, GPU: {summary['machine']['gpu'] or 'none'}; finished {summary['finished']}.",
@@ -90,8 +92,10 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "",
         "## Union table (robust accuracy, %)",
         "",
-        f"Mean ± std over {scale['seeds']} seeds for E-AT and RAMP, one seed for the others; time per epoch relative "
-        "to l-inf AT measured in the same command. Right: the papers' PreAct ResNet-18 (5 seeds, full scale).",
+        f"Mean ± std over {scale['seeds']} seeds for E-AT and RAMP, {scale.get('max_seeds', scale['seeds'])} for the two "
+        "MAX rows, one seed for the others; time per epoch relative to l-inf AT measured in the same command (on a "
+        "shared machine the seconds move with the load: the claims table gives passes per image beside them). "
+        "Right: the papers' PreAct ResNet-18 (5 seeds, full scale).",
         "",
         "| model | clean | l-inf | l2 | l1 | union | s/epoch vs l-inf AT | paper: clean / l-inf / l2 / l1 / union | paper cost |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
@@ -130,6 +134,8 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "| model | clean | l-inf | l2 | l1 | union |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    if not full:
+        lines.append("| pending (`--part full-base,full-e-at`) | | | | | |")
     for result in full.values():
         lines.append(f"| {result['name']} | {_pct(result['clean'])} | " + " | ".join(_pct(result["robust"][k]) for k in NORM_KEYS)
                      + f" | {_pct(result['union'])} |")
