@@ -53,6 +53,15 @@ def disk_full(path: Path, needed: int) -> DiskFullError:
     )
 
 
+def _create_mode() -> int:
+    """0666 less the process's umask: the mode ``open(path, "w")`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_CREATE_MODE = _create_mode()
+
 #: Prefix and suffix of the temporary files of :func:`atomic_write_bytes` (:func:`remove_stale_temporaries`).
 TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
 
@@ -67,6 +76,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise disk_full(path, len(data)) from None
         raise
     try:
+        os.fchmod(fd, _CREATE_MODE)  # mkstemp makes 0600 files; a written file gets the user's usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -67,7 +67,7 @@ def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
 
 #: What robustft puts in a run folder before the run's first file of value (config.toml): a new run may
 #: take over a folder holding only these, which a run killed in its first moments leaves behind.
-SCAFFOLDING = (".lock", ".write-test", "checkpoints")
+SCAFFOLDING = (".lock", "checkpoints")  # and the per-process ".write-test-<pid>" probes of create_run_dir
 
 
 def only_scaffolding(path: Path) -> bool:
@@ -76,7 +76,8 @@ def only_scaffolding(path: Path) -> bool:
         if entry.name == "checkpoints" and entry.is_dir():
             if any(entry.iterdir()):
                 return False
-        elif entry.name not in SCAFFOLDING and not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+        elif (entry.name not in SCAFFOLDING and not entry.name.startswith(".write-test-")
+              and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))):
             return False
     return True
 
@@ -152,9 +153,9 @@ def create_run_dir(path: Path) -> Path:
     """Create the run folder and its checkpoints folder, proving it is writable."""
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"  # per process: two runs started together do not collide here
         probe.write_text("ok")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise UserError(f"Output folder {str(path)!r} cannot be written ({exc.strerror}).") from None
     return path

@@ -138,3 +138,10 @@ def test_a_malicious_pickle_names_its_culprit(tmp_path):
     torch.save({"model": Payload()}, path)
     with pytest.raises(UserError, match=r"\(it calls posix\.system\)"):
         load_torch(path)
+
+
+def test_written_files_get_the_permissions_a_plain_open_would_give(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")  # used to be 0600 (mkstemp's), whatever the umask
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
