@@ -23,7 +23,7 @@ from helpers import REPO
 #: robustft/export.py builds the exported architecture with the file, timm and torchvision zoos' helpers; a zoo
 #: contract method describing a model's architecture would let it ask the zoo instead.
 CORE_IMPORTS_PLUGINS = {"robustft/export.py"}
-CLI_MODULES = {"robustft/__main__.py"}  # the console entry point runs the CLI
+CLI_MODULES = {"robustft/__main__.py", "robustft/testing.py"}  # the console entry point, and run_cli for plugin tests
 
 
 def imported_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from robustft.plugin import hookimpl
-from robustft.plugin import Scheme, SchemeOption
-from robustft.plugin import Norm
+from robustft.plugin import Norm, Scheme, SchemeOption, hookimpl
 
 
 class MyScheme(Scheme):
