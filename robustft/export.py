@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -338,16 +337,7 @@ def export_run(
     atomic_write_bytes(out / EXPORT_WEIGHTS, blob)
     atomic_write_text(out / EXPORT_CONFIG, json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / README, card)
-    _shareable(out / EXPORT_WEIGHTS, out / EXPORT_CONFIG, out / README)
     return ExportResult(out=out, files=[EXPORT_WEIGHTS, EXPORT_CONFIG, README], config=config, evaluation=stored.path)
-
-
-def _shareable(*paths: Path) -> None:
-    """Read permission as the umask allows (atomic writes create owner-only files; a folder to publish is read by others)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in paths:
-        os.chmod(path, 0o666 & ~umask)
 
 
 def _config(
