@@ -11,8 +11,9 @@ then names it in one sentence (the run's last checkpoint is kept; remove the fil
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from robustft.plugin import UserError
@@ -21,16 +22,32 @@ from robustft.plugin import UserError
 SHOWN = 5
 
 
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[Any]:
+    """PIL's image at ``path`` with its decompression-bomb warning raised as an error (the header is read, not the
+    pixels)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            yield image
+
+
+def _bomb_errors() -> tuple[type[BaseException], ...]:
+    from PIL import Image
+
+    return Image.DecompressionBombWarning, Image.DecompressionBombError
+
+
 def _reason(path: str) -> str | None:
     """Why PIL cannot take the image at ``path`` from its header alone, or None when it can."""
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.size  # noqa: B018 - the header is read by open(); size proves it parsed
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        with _opened(path) as image:
+            image.size  # noqa: B018 - the header is read by open(); size proves it parsed
+    except _bomb_errors():
         return f"more pixels than the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}"
     except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
         return str(exc) or type(exc).__name__
@@ -68,14 +85,10 @@ def refuse_or_skip(samples: list[tuple[str, int]], folder: str, *, skip: bool, w
 
 def load_rgb(path: str) -> Any:
     """The image at ``path`` as an RGB PIL image; a file PIL cannot decode is one sentence naming it."""
-    from PIL import Image
-
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return image.convert("RGB")
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        with _opened(path) as image:
+            return image.convert("RGB")
+    except _bomb_errors():
         raise UserError(f"The image {path!r} has more pixels than the decompression-bomb limit; remove it.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"The image {path!r} cannot be decoded ({exc or type(exc).__name__}); remove it and resume the run.") from None
