@@ -61,6 +61,10 @@ FULL_NAMES = ("base", "e-at")
 #: l2 0.1..1.0, l1 2..16, for the base and the first E-AT model (``--part curves``).
 CURVE_RADII = {Norm.LINF: ("1/255", "12/255", 12), Norm.L2: ("1/10", "1", 10), Norm.L1: ("2", "16", 8)}
 CURVE_POINTS = {"full": 200, "quick": 6}
+#: The cost per epoch of claim (c), measured side by side (``--part timing``): every scheme of the table, one short
+#: run each per round, round-robin, so that a change of the machine's load hits every scheme alike.
+TIMED = ("linf-at", "e-at", "e-at-uniform", "sat", "avg", "max", "msd", "ramp", "l1-at")
+TIMING = {"full": (3, 640), "quick": (1, 20)}  # (rounds, training images per run)
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
 
 
@@ -158,6 +162,51 @@ def radius_curve(model: torch.nn.Module, name: str, data: Any, suite: Any, regis
     return result
 
 
+def time_schemes(common: dict[str, Any], folder: Path, rounds: int, images: int) -> dict[str, Any]:
+    """Seconds per training image of every scheme in :data:`TIMED`, from one-epoch runs on ``images`` images taken
+    round-robin (``rounds`` rounds, seeds 0, 1, ...); a scheme's figure is its median run. Each finished run is
+    recorded in ``timing.json`` and its folder removed, so a killed measurement continues where it stopped."""
+    import shutil
+
+    from robustft import finetune
+    from robustft.io import read_jsonl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "timing.json"
+    stored: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    # compare's evaluation settings are not fine-tuning options; each scheme trains on its own default norms
+    options = {k: v for k, v in common.items() if k not in {"n_ex", "steps", "suite", "norms"}}
+    for seed in range(rounds):
+        for scheme in TIMED:
+            key = f"{scheme}/seed{seed}"
+            if key in stored:
+                continue
+            run_dir = folder / key.replace("/", "-")
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run killed while being timed starts again
+            finetune(**{**options, "epochs": 1, "n_train": images}, scheme=scheme, seed=seed, out=str(run_dir))
+            epoch = next(r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch")
+            stored[key] = {"seconds": epoch["seconds"], "images": epoch["images"],
+                           "passes": sum(int(v) for v in epoch.get("passes", {}).values())}
+            path.write_text(json.dumps(stored, indent=2))
+            shutil.rmtree(run_dir)
+    return timing_summary(path, rounds)
+
+
+def timing_summary(path: Path, rounds: int) -> dict[str, Any] | None:
+    """The side-by-side timing stored in ``path``: seconds and passes per image (median over the rounds) of every
+    scheme and its time relative to l-inf AT's; None until every scheme has every round."""
+    import statistics
+
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    runs = {scheme: [stored.get(f"{scheme}/seed{seed}") for seed in range(rounds)] for scheme in TIMED}
+    if any(run is None for found in runs.values() for run in found):
+        return None
+    per_image = {scheme: statistics.median(r["seconds"] / r["images"] for r in found) for scheme, found in runs.items()}
+    passes = {scheme: statistics.median(r["passes"] / r["images"] for r in found) for scheme, found in runs.items()}
+    return {"rounds": rounds, "images": runs["linf-at"][0]["images"], "seconds_per_image": per_image,
+            "passes_per_image": passes, "relative": {scheme: per_image[scheme] / per_image["linf-at"] for scheme in TIMED}}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else PAPER if args.paper else FULL
     groups, fulls = _parts(args.part)
@@ -216,6 +265,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, model in (("base", base), ("e-at", tuned)):
                 radius_curve(model, name if name == "base" else f"+ e-at ({first_eat.name})", data, suite_obj, registries,
                              CURVE_POINTS["quick" if args.quick else "full"], scale.steps, out / "curves" / f"{name}.json", device)
+    timing = None
+    if "timing" in groups:
+        rounds, images = TIMING["quick" if args.quick else "full"]
+        timing = time_schemes(common, out / "timing", rounds, images)
     if args.part:
         return {}  # one part of a split run: its results are cached in --out; the last full call writes the summary
     summary = {
@@ -225,6 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "full": full,
         "curves": [json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES
                    if (out / "curves" / f"{name}.json").is_file()],
+        "timing": timing,
         "machine": machine(),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
         "quick": bool(args.quick),
@@ -276,21 +330,24 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
               if (out / "curves" / f"{name}.json").is_file()]
     if len(curves) < len(FULL_NAMES):
         pending.append(f"curves: {len(curves)} of {len(FULL_NAMES)} models swept")
+    timing = timing_summary(out / "timing" / "timing.json", TIMING["quick" if args.quick else "full"][0])
+    if timing is None:
+        pending.append("timing: the side-by-side cost per epoch (--part timing) is not finished")
     return {"scale": {**scale.__dict__, "max_seeds": args.max_seeds or scale.seeds}, "base": base_eval, "rows": rows,
-            "full": full, "curves": curves, "machine": machine(), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+            "full": full, "curves": curves, "timing": timing, "machine": machine(), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
             "quick": bool(args.quick), "pending": pending}
 
 
 def _parts(part: list[str] | None) -> tuple[set[str], set[str]]:
     """The scheme groups and full evaluations a ``--part`` list selects (everything without one)."""
     if not part:
-        return {*GROUP_NAMES, "curves"}, set(FULL_NAMES)
+        return {*GROUP_NAMES, "curves", "timing"}, set(FULL_NAMES)
     chosen = {name.strip() for item in part for name in item.split(",") if name.strip()}
     full = {name.removeprefix("full-") for name in chosen if name.startswith("full-")}
     groups = chosen - {f"full-{name}" for name in full}
-    unknown = sorted((groups - set(GROUP_NAMES) - {"curves"}) | (full - set(FULL_NAMES)))
+    unknown = sorted((groups - set(GROUP_NAMES) - {"curves", "timing"}) | (full - set(FULL_NAMES)))
     if unknown:
-        valid = ", ".join([*GROUP_NAMES, *(f"full-{name}" for name in FULL_NAMES), "curves"])
+        valid = ", ".join([*GROUP_NAMES, *(f"full-{name}" for name in FULL_NAMES), "curves", "timing"])
         raise UserError(f"Unknown --part {', '.join(unknown)}; the parts are {valid}.")
     return groups, full
 
@@ -316,54 +373,56 @@ CLAIMS = (
 )
 
 
+#: The rows (group: scheme, as the pending list names them) each claim is judged on.
+CLAIM_NEEDS = ((), ("seeded: e-at",), (), ("seeded: e-at", "max: max", "single: msd"), ("seeded: e-at", "seeded: ramp"))
+
+
 def claims(summary: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
     """(claim, what was measured, holds?, comment) for the five claims; None: reported only, or pending (a
     partial ``--collect`` summary that lacks the rows a claim needs)."""
     found = []
-    for text, measure in zip(CLAIMS, (_claim_a, _claim_b, _claim_c, _claim_d, _claim_e)):
+    unfinished = summary.get("pending") or []
+    for text, measure, needs in zip(CLAIMS, (_claim_a, _claim_b, _claim_c, _claim_d, _claim_e), CLAIM_NEEDS):
+        # a claim is judged on every seed of the rows it needs, never on the seeds evaluated so far
+        if any(item.startswith(f"{need} (") for item in unfinished for need in needs):
+            found.append((text, "pending: not every seed of its rows is evaluated yet", None, "pending"))
+            continue
         try:
-            measured, holds, comment = measure(rows_by_scheme(summary), summary["base"])
+            measured, holds, comment = measure(rows_by_scheme(summary), summary["base"], summary.get("timing"))
         except (KeyError, TypeError):
-            measured, holds, comment = "pending: its rows are not evaluated yet", None, "pending"
+            measured, holds, comment = "pending: what it needs is not measured yet", None, "pending"
         found.append((text, measured, holds, comment))
     return found
 
 
-def _cost(rows: dict[str, Any], scheme: str) -> float:
-    return rows[scheme]["seconds_per_epoch"]["mean"] / rows["linf-at"]["seconds_per_epoch"]["mean"]
-
-
-def _claim_a(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+def _claim_a(rows: dict[str, Any], base: dict[str, Any], timing: Any = None) -> tuple[str, bool | None, str]:
     l1, inf, union = base["robust"]["1"], base["robust"]["inf"], base["union"]
     return f"l1 {100 * l1:.1f}, l-inf {100 * inf:.1f}, union {100 * union:.1f}", l1 <= inf - 0.10 and union <= l1 + 1e-9, "must hold"
 
 
-def _claim_b(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+def _claim_b(rows: dict[str, Any], base: dict[str, Any], timing: Any = None) -> tuple[str, bool | None, str]:
     gain = rows["e-at"]["union"]["mean"] - base["union"]
     loss = base["robust"]["inf"] - rows["e-at"]["robust"]["inf"]["mean"]
     return f"union {100 * gain:+.1f}, l-inf {-100 * loss:+.1f}", gain >= 0.10 and loss <= 0.10, "must hold"
 
 
-def _passes(rows: dict[str, Any], scheme: str) -> float:
-    return rows[scheme]["passes_per_image"]["mean"] / rows["linf-at"]["passes_per_image"]["mean"]
+def _claim_c(rows: dict[str, Any], base: dict[str, Any], timing: dict[str, Any]) -> tuple[str, bool | None, str]:
+    """Judged on seconds, as the papers measure, from the side-by-side timing (``--part timing``); forward and
+    backward passes per image, which no other process on the machine can disturb, are printed beside them."""
+    relative, passes = timing["relative"], timing["passes_per_image"]
+    shown = ", ".join(f"{name} {relative[s]:.2f} ({passes[s] / passes['linf-at']:.2f})"
+                      for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg")))
+    return (f"seconds per epoch x l-inf AT's (passes per image x l-inf AT's): {shown}",
+            abs(relative["e-at"] - 1) <= 0.10 and relative["max"] >= 2 and relative["avg"] >= 2, "must hold")
 
 
-def _claim_c(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
-    """Judged on seconds, as the papers measure; passes per image (forward and backward passes through the model,
-    which no other process on the machine can disturb) are printed beside them as the check on the timing."""
-    eat, max_, avg = (_cost(rows, s) for s in ("e-at", "max", "avg"))
-    passes = ", ".join(f"{name} {_passes(rows, s):.2f}" for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg")))
-    return (f"seconds: E-AT {eat:.2f}, MAX {max_:.2f}, AVG {avg:.2f} x l-inf AT (passes per image: {passes})",
-            abs(eat - 1) <= 0.10 and max_ >= 2 and avg >= 2, "must hold")
-
-
-def _claim_d(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+def _claim_d(rows: dict[str, Any], base: dict[str, Any], timing: Any = None) -> tuple[str, bool | None, str]:
     eat = rows["e-at"]["union"]["mean"]
     return (f"E-AT - MAX {100 * (eat - rows['max']['union']['mean']):+.1f}, "
             f"E-AT - MSD {100 * (eat - rows['msd']['union']['mean']):+.1f}", None, "reported")
 
 
-def _claim_e(rows: dict[str, Any], base: dict[str, Any]) -> tuple[str, bool | None, str]:
+def _claim_e(rows: dict[str, Any], base: dict[str, Any], timing: Any = None) -> tuple[str, bool | None, str]:
     ramp, eat = rows["ramp"]["union"], rows["e-at"]["union"]
     return (f"RAMP - E-AT {100 * (ramp['mean'] - eat['mean']):+.1f} (std {100 * ramp['std']:.1f} / {100 * eat['std']:.1f})",
             None, "reported")
@@ -381,7 +440,7 @@ def main() -> None:
     parser.add_argument("--model-dir", help="With --paper: RobustBench's model folder.")
     parser.add_argument("--part", action="append", help=(
         "Only these scheme groups or full evaluations (comma-separated; repeatable): "
-        f"{', '.join(GROUP_NAMES)}, full-base, full-e-at. Split a long run over processes; a last call without "
+        f"{', '.join(GROUP_NAMES)}, full-base, full-e-at, curves, timing. Split a long run over processes; a last call without "
         "--part collects the cached results and writes the summary."))
     parser.add_argument("--collect", action="store_true", help=(
         "Compute nothing: report what --out holds so far (rows still pending are listed; claims that need them "

@@ -44,11 +44,17 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
         bars.save(folder / "reproduction-bars")
         figures.append(("reproduction-bars.png", "Clean, per-norm and union robust accuracy of the base and every "
                         "scheme (reduced protocol; error bars: std over seeds)."))
-    if base is not None and "linf-at" in rows and len(ordered) > 1:
-        trade = cost_tradeoff(ordered, base=base, title="Union robust accuracy against the cost of an epoch")
+    timing = summary.get("timing")
+    if base is not None and timing:
+        # the cost axis is the side-by-side timing (seconds per image x the fine-tuning subset), not the runs' own
+        # epochs, which ran at different times under different loads
+        per_epoch = {s: seconds * summary["scale"]["n_train"] for s, seconds in timing["seconds_per_image"].items()}
+        timed = [{**row, "seconds_per_epoch": per_epoch[row["scheme"]]} for row in ordered if row["scheme"] in per_epoch]
+        trade = cost_tradeoff(timed, base=base, title="Union robust accuracy against the cost of an epoch")
         trade.save(folder / "reproduction-cost")
-        figures.append(("reproduction-cost.png", "Union robust accuracy against seconds per training epoch, measured "
-                        "in the same command (error bars: std over seeds)."))
+        figures.append(("reproduction-cost.png", "Union robust accuracy against seconds per training epoch of "
+                        f"{summary['scale']['n_train']} images, every scheme timed side by side in one command "
+                        "(`--part timing`; error bars: std over seeds)."))
     if summary.get("curves"):
         from robustft.plotting import radius_curves
 
@@ -61,7 +67,7 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
 
 def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | None, str]], path: Path) -> None:
     scale, rows = summary["scale"], {row["scheme"]: row for row in summary["rows"]}
-    reference = rows["linf-at"]["seconds_per_epoch"]["mean"] if "linf-at" in rows else None
+    relative = (summary.get("timing") or {}).get("relative", {})
     base = summary["base"]
     if base is None:
         raise ValueError("the summary has no evaluation of the base model yet: nothing to report")
@@ -93,8 +99,9 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "## Union table (robust accuracy, %)",
         "",
         f"Mean ± std over {scale['seeds']} seeds for E-AT and RAMP, {scale.get('max_seeds', scale['seeds'])} for the two "
-        "MAX rows, one seed for the others; time per epoch relative to l-inf AT measured in the same command (on a "
-        "shared machine the seconds move with the load: the claims table gives passes per image beside them). "
+        "MAX rows, one seed for the others. Time per epoch relative to l-inf AT: every scheme timed side by side in one "
+        "command, round-robin, median of the rounds (`--part timing`), so that the machine's load hits every scheme "
+        "alike; the claims table gives passes per image beside it. "
         "Right: the papers' PreAct ResNet-18 (5 seeds, full scale).",
         "",
         "| model | clean | l-inf | l2 | l1 | union | s/epoch vs l-inf AT | paper: clean / l-inf / l2 / l1 / union | paper cost |",
@@ -110,7 +117,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         if row is None:
             continue
         seeds = len(row["seeds"])
-        cost = f"{row['seconds_per_epoch']['mean'] / reference:.2f}" if reference else "pending"
+        cost = f"{relative[scheme]:.2f}" if scheme in relative else "pending"
         paper = PAPER.get(scheme)
         paper_cells = f"{' / '.join(map(str, paper[1]))} ({paper[0]})" if paper else "-"
         lines.append(
@@ -146,8 +153,10 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         lines.append(f"| {claim} | {measured} | {verdict} |")
     lines += ["", "Commands:", "", "```bash",
               "python benchmarks/train_cifar_base.py --epochs 10 --export plugins/zoos/weights   # the base model",
-              "python benchmarks/reproduce.py --part seeded & python benchmarks/reproduce.py --part single &",
-              "python benchmarks/reproduce.py --part max,max-attack --max-seeds 1 &",
-              "python benchmarks/reproduce.py --part full-base,full-e-at; wait   # one thread each: OMP_NUM_THREADS=1",
-              "python benchmarks/reproduce.py --collect --max-seeds 1 --report docs/reproduction.md   # this page", "```", ""]
+              "export OMP_NUM_THREADS=1   # one thread per process, two processes on two cores",
+              "(python benchmarks/reproduce.py --part seeded && python benchmarks/reproduce.py --part single "
+              "&& python benchmarks/reproduce.py --part full-base) &",
+              "(python benchmarks/reproduce.py --part max,max-attack && python benchmarks/reproduce.py --part full-e-at,curves) &",
+              "wait; python benchmarks/reproduce.py --part timing   # alone on the machine",
+              "python benchmarks/reproduce.py --collect --report docs/reproduction.md   # this page", "```", ""]
     path.write_text("\n".join(lines))

@@ -28,6 +28,11 @@ def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path)
     for row in schemes.values():
         assert 0 <= row["union"]["mean"] <= min(r["mean"] for r in row["robust"].values()) <= row["clean"]["mean"]
     assert len([line for line in done.stdout.splitlines() if line.startswith("(")]) == 5  # the five claims
+    # claim (c)'s side-by-side timing: every scheme, relative to l-inf AT, the timed runs' folders removed
+    timing = summary["timing"]
+    assert timing["relative"]["linf-at"] == 1.0 and set(timing["relative"]) == set(schemes) - {"max (select=attack)"}
+    assert timing["passes_per_image"]["max"] > timing["passes_per_image"]["e-at"] > 0
+    assert [p.name for p in (out / "timing").iterdir()] == ["timing.json"]
     text = report.read_text()
     assert "fabricated images, not a result" in text and "| + e-at |" in text and "E-AT Tab. 12" in text
     # resumable: a second call trains and evaluates nothing again
@@ -56,6 +61,17 @@ def test_collect_reports_a_partial_run_with_pending_rows_and_claims(tmp_path):
     verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(summary)}
     assert verdicts["(a)"] == (True, "must hold") and verdicts["(b)"] == (True, "must hold")
     assert verdicts["(c)"] == (None, "pending") and verdicts["(e)"] == (None, "pending")
+    # a claim is never judged on the seeds evaluated so far
+    partial = {**summary, "pending": ["seeded: e-at (2 seed(s) not evaluated yet)"]}
+    verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(partial)}
+    assert verdicts["(a)"] == (True, "must hold") and verdicts["(b)"] == (None, "pending")
+    # (c) is judged on the side-by-side timing
+    timed = {**summary, "timing": {"relative": {"e-at": 1.04, "max": 2.9, "avg": 2.1},
+                                   "passes_per_image": {"linf-at": 33.0, "e-at": 33.0, "max": 99.0, "avg": 99.0}}}
+    verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(timed)}
+    assert verdicts["(c)"] == (True, "must hold")
+    slow_eat = {**timed, "timing": {**timed["timing"], "relative": {"e-at": 1.2, "max": 2.9, "avg": 2.1}}}
+    assert reproduce.claims(slow_eat)[2][2] is False
 
 
 def test_missing_images_are_one_sentence(tmp_path):
@@ -73,5 +89,5 @@ def test_an_unknown_part_is_one_sentence_naming_the_parts(tmp_path):
                            "--part", "seeded,fancy"], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at, curves."
+        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at, curves, timing."
     ]
