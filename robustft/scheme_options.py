@@ -187,13 +187,6 @@ class SchemeOption:
             raise BadInputError(problem)
         return converted
 
-    def shown_default(self) -> str:
-        """The default as users would type it."""
-        value = self.default
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        return _show(value) if isinstance(value, (int, float)) else str(value)
-
     def describe(self) -> dict[str, Any]:
         """For ``robustft list schemes --options --json``."""
         return {
