@@ -248,7 +248,7 @@ class Scheme(abc.ABC):
         self.norms = tuple(norms)
         if len(self.norms) < self.min_norms:
             raise BadInputError(f"Scheme {self.name!r} needs at least {self.min_norms} norms, got {len(self.norms)}.")
-        self.options = self.Options.build(options, f"scheme {self.name!r}")
+        self.options = self.Options.build(options, self.name)
 
     def threat_model_warnings(self, eps: Mapping[Norm, Fraction], dim: int) -> list[str]:
         """Sentences to warn with before training, given the radii of the whole threat model (the data set's

@@ -38,6 +38,7 @@ _META = "robustft.option"
 _OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("robustft_option_owner", default=None)
 
 _TRUE, _FALSE = {"on", "true", "yes", "1"}, {"off", "false", "no", "0"}
+_INVALID = object()  # what a value that fails its option converts to
 
 
 def _parse_bool(text: str) -> bool:
@@ -171,20 +172,25 @@ class SchemeOption:
 
     def convert(self, value: Any, owner: str) -> Any:
         """``value`` (text, or a Python value of the option's type) checked and converted; else one sentence."""
-        problem = f"Option {self.name} of {owner} must be {self.requirement()}, got {value!r}."
+        converted = self._converted(value)
+        if converted is _INVALID:
+            raise BadInputError(f"Option {self.name} of {owner} must be {self.requirement()}, got {value!r}.")
+        return converted
+
+    def _converted(self, value: Any) -> Any:
         try:
             if isinstance(value, str):
                 converted = self.parse(value) if self.parse is not None else _PARSERS[self.type](value)
             elif _is_value(value, self.type):
                 converted = float(value) if self.type is float else value
             else:
-                raise ValueError(value)
+                return _INVALID
         except (TypeError, ValueError):
-            raise BadInputError(problem) from None
+            return _INVALID
         if self.type is float and not (isinstance(converted, float) and math.isfinite(converted)):
-            raise BadInputError(problem)
+            return _INVALID
         if (self.choices and converted not in self.choices) or (self.range is not None and converted not in self.range):
-            raise BadInputError(problem)
+            return _INVALID
         return converted
 
     def describe(self) -> dict[str, Any]:
@@ -226,16 +232,16 @@ class SchemeOptions:
         return tuple(spec.name for spec in cls.__options__)
 
     @classmethod
-    def build(cls, values: Mapping[str, Any], owner: str) -> SchemeOptions:
-        """The options from ``{name: text or value}`` (users' names, the rest default), checked; ``owner``
-        (``"scheme 'ramp'"``) is named in every message."""
+    def build(cls, values: Mapping[str, Any], scheme: str) -> SchemeOptions:
+        """The options of ``scheme`` (named in every message) from ``{name: text or value}`` (users' names; the
+        rest take their defaults), checked."""
         by_name = {spec.name: spec for spec in cls.__options__}
         for key in sorted(values):
             if key not in by_name:
                 if not by_name:
-                    raise BadInputError(f"{owner[:1].upper()}{owner[1:]} takes no options, got {key}={values[key]!r}.")
-                raise UnknownNameError(f"option of {owner}", key, by_name)
-        token = _OWNER.set(owner)
+                    raise BadInputError(f"Scheme {scheme!r} takes no options, got {key}={values[key]!r}.")
+                raise UnknownNameError(f"option of scheme {scheme!r}", key, by_name)
+        token = _OWNER.set(f"scheme {scheme!r}")
         try:
             return cls(**{by_name[key].attribute: value for key, value in values.items()})
         finally:
