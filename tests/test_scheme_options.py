@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import cli_in_process
+from helpers import REPO, cli_in_process
 from robustft.config import build_config
 from robustft.errors import BadInputError, UnknownNameError
 from robustft.norms import Norm
@@ -215,3 +215,12 @@ def test_finetune_with_an_out_of_range_option_stops_before_training(capsys, monk
     line = assert_one_sentence(result)
     assert line == "error: Option beta of scheme 'ramp' must be a number in [0, 1], got '2'."
     assert not (tmp_path / "run").exists()
+
+
+def test_docs_list_every_built_in_schemes_options_with_its_range():
+    text = (REPO / "docs" / "schemes.md").read_text(encoding="utf-8")
+    for cls in (EAT, MAX, MSD, RAMP):
+        for spec in cls.Options.specs():
+            row = next((line for line in text.splitlines() if line.startswith(f"| `{cls.name}` | `{spec.name}` |")), None)
+            assert row is not None, f"docs/schemes.md lists no option {spec.name} of {cls.name}"
+            assert f"| {spec.type.__name__} |" in row and (spec.range is None or f"| {spec.range} |" in row), row
