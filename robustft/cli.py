@@ -474,12 +474,17 @@ def list_command(
     dataset: Annotated[Optional[str], typer.Option(help="Models: only those for this data set.")] = None,
     threat: Annotated[Optional[str], typer.Option(help="Models: only those robust in this threat model (Linf, L2, L1, or inf, 2, 1).")] = None,
     json_output: JsonOption = False,
+    options: Annotated[bool, typer.Option("--options", help="Schemes: each scheme's options (type, default, range, help).")] = False,
 ) -> None:
     """List installed schemes, attacks, suites, zoos, data sets, loggers or models."""
     from robustft.pluginmanager import registries
     from robustft.report import listing_table, print_json, stdout_console
 
     reg = registries()
+    if options:
+        from robustft.option_listing import print_scheme_options
+
+        return print_scheme_options(reg, kind.value, json_output)
     if kind is Kind.models:
         from robustft.norms import Norm
 

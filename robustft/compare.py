@@ -130,12 +130,12 @@ def _scheme_names(schemes: str | Sequence[str]) -> list[str]:
 
 def _scheme_options(options: Mapping[str, str], classes: Sequence[type]) -> list[dict[str, str]]:
     """Per scheme, the options it declares; an option no compared scheme declares is an error."""
-    declared = {name for cls in classes for name in cls.options}
+    declared = {name for cls in classes for name in cls.Options.names()}
     for key in options:
         if key not in declared:
             names = ", ".join(cls.name for cls in classes)
             raise UnknownNameError(f"option of the compared schemes ({names})", key, declared)
-    return [{k: v for k, v in options.items() if k in cls.options} for cls in classes]
+    return [{k: v for k, v in options.items() if k in cls.Options.names()} for cls in classes]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from robustft.errors import BadInputError
 from robustft.norms import Norm
+from robustft.scheme_options import SchemeOption, SchemeOptions, option
 
 # --------------------------------------------------------------------------------------------- attacks
 
@@ -102,31 +103,6 @@ class EvalSuite(abc.ABC):
 
 
 # ------------------------------------------------------------------------------------------ schemes
-
-
-@dataclass(frozen=True)
-class SchemeOption:
-    """A named option of a scheme, given on the CLI as ``--option NAME=VALUE``."""
-
-    name: str
-    default: Any
-    help: str
-    choices: tuple[str, ...] = ()
-    parse: Callable[[str], Any] = str
-
-    def convert(self, scheme: str, text: Any) -> Any:
-        if not isinstance(text, str):
-            value = text
-        else:
-            try:
-                value = self.parse(text)
-            except (TypeError, ValueError):
-                raise BadInputError(f"Option {self.name}={text!r} of scheme {scheme!r} is not valid: {self.help}") from None
-        if self.choices and value not in self.choices:
-            raise BadInputError(
-                f"Option {self.name}={text!r} of scheme {scheme!r} must be one of {', '.join(self.choices)}."
-            )
-        return value
 
 
 class TrainContext(abc.ABC):
@@ -240,8 +216,10 @@ class Scheme(abc.ABC):
     it calls :meth:`loss` with the model in train mode and takes one optimizer step on the returned
     loss. A scheme that needs more than a per-batch loss overrides :meth:`run_epoch`.
 
-    Subclasses set ``name``, ``description``, ``default_norms`` and may declare ``options``;
-    ``__init__`` receives the training norms and the parsed option values as keywords.
+    Subclasses set ``name``, ``description``, ``default_norms`` and may declare their options as a nested
+    ``class Options(SchemeOptions)`` (:mod:`robustft.scheme_options`). ``__init__`` receives the training norms
+    and the users' option values as keywords (``--option NAME=VALUE`` text, or Python values), checks them once
+    and keeps them, typed, in ``self.options``.
     """
 
     name: ClassVar[str]
@@ -250,19 +228,27 @@ class Scheme(abc.ABC):
     default_norms: ClassVar[tuple[Norm, ...]] = (Norm.LINF, Norm.L2, Norm.L1)
     #: Smallest number of training norms the scheme makes sense with.
     min_norms: ClassVar[int] = 1
-    options: ClassVar[Mapping[str, SchemeOption]] = {}
+    #: The scheme's options: a :class:`SchemeOptions` subclass (none by default).
+    Options: ClassVar[type[SchemeOptions]] = SchemeOptions
+    #: This scheme's option values, checked (an instance of ``Options``).
+    options: SchemeOptions
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Caught when the plugin is imported, so its author reads it (robustft reports the plugin as failed).
+        if isinstance(cls.__dict__.get("options"), Mapping):
+            raise TypeError(
+                f"scheme {cls.__qualname__} declares options as a dict of SchemeOption; plugin API 1.0 declares them "
+                "as a nested `class Options(SchemeOptions)` of option() fields (docs/plugins.md, 'Scheme options')"
+            )
+        if not (isinstance(cls.Options, type) and issubclass(cls.Options, SchemeOptions)):
+            raise TypeError(f"scheme {cls.__qualname__}'s Options must subclass SchemeOptions")
 
     def __init__(self, norms: Sequence[Norm], **options: Any) -> None:
         self.norms = tuple(norms)
         if len(self.norms) < self.min_norms:
             raise BadInputError(f"Scheme {self.name!r} needs at least {self.min_norms} norms, got {len(self.norms)}.")
-        unknown = set(options) - set(self.options)
-        if unknown:
-            from robustft.errors import UnknownNameError
-
-            raise UnknownNameError(f"option of scheme {self.name!r}", sorted(unknown)[0], self.options)
-        for key, spec in self.options.items():
-            setattr(self, key.replace("-", "_"), spec.convert(self.name, options.get(key, spec.default)))
+        self.options = self.Options.build(options, self.name)
 
     def threat_model_warnings(self, eps: Mapping[Norm, Fraction], dim: int) -> list[str]:
         """Sentences to warn with before training, given the radii of the whole threat model (the data set's
@@ -406,5 +392,7 @@ __all__ = [
     "ModelZoo",
     "Scheme",
     "SchemeOption",
+    "SchemeOptions",
     "TrainContext",
+    "option",
 ]

@@ -8,7 +8,8 @@ API says so with :func:`require_api`.
 Names, by purpose:
 
 * registering: :data:`hookimpl` (the hooks are documented in ``robustft.hookspecs`` and docs/plugins.md);
-* contracts: :class:`Scheme`, :class:`SchemeOption`, :class:`TrainContext`, :class:`Attack`,
+* contracts: :class:`Scheme` (its options: :class:`SchemeOptions`, :func:`option`, :class:`SchemeOption`),
+  :class:`TrainContext`, :class:`Attack`,
   :class:`AttackFactory`, :class:`AttackResult`, :class:`EvalSuite`, :class:`ModelZoo`, :class:`ModelInfo`,
   :class:`DatasetPlugin`, :class:`RunLogger`;
 * norms and geometry: :class:`Norm`, :data:`DISPLAY_ORDER`, :func:`format_radius`, :func:`project`,
@@ -37,7 +38,9 @@ from robustft.contracts import (
     ModelZoo,
     Scheme,
     SchemeOption,
+    SchemeOptions,
     TrainContext,
+    option,
 )
 from robustft.data import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
 from robustft.errors import BadInputError, UnknownNameError, UserError
@@ -85,8 +88,8 @@ def require_api(version: str, plugin: str) -> None:
 __all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
     "API_VERSION", "DISPLAY_ORDER", "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
     "DatasetPlugin", "EvalSuite", "ImageArrayDataset", "L1Step", "ModelInfo", "ModelZoo", "Norm", "RunLogger",
-    "Scheme", "SchemeOption", "TrainContext", "UnknownNameError", "UnsafeFileError", "UserError", "append_jsonl",
+    "Scheme", "SchemeOption", "SchemeOptions", "TrainContext", "UnknownNameError", "UnsafeFileError", "UserError", "append_jsonl",
     "atomic_write_text", "cache_dir", "data_root", "flatten", "format_radius", "get_key", "hookimpl", "l0_norms",
-    "l2_radius_hull", "load_extra_data", "load_torch", "pickle_culprit", "project", "require_api", "safe_unpickle",
+    "l2_radius_hull", "load_extra_data", "load_torch", "option", "pickle_culprit", "project", "require_api", "safe_unpickle",
     "save_torch", "scalars", "sha256_file", "step_for", *_LAZY,
 ]

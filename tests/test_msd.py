@@ -171,7 +171,7 @@ def test_bad_options():
         MSD(NORMS, **{"travel-inf": "-1"})
     with pytest.raises(BadInputError, match="l1-topk"):
         MSD(NORMS, **{"l1-topk": "2"})
-    assert MSD(NORMS, **{"l1-topk": "0.005"}).l1_topk == pytest.approx(0.005)
+    assert MSD(NORMS, **{"l1-topk": "0.005"}).options.l1_topk == pytest.approx(0.005)
 
 
 def test_cli_runs_msd(tmp_path: Path, base_model, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import robustft
 from robustft import hookimpl
-from robustft.contracts import Scheme, SchemeOption
+from robustft.contracts import Scheme, SchemeOptions, option
 from robustft.engine import TrainingError
 from robustft.io import load_torch
 from robustft.norms import Norm
@@ -22,7 +22,9 @@ class NaNOnDemand(Scheme):
 
     name = "nan-on-demand"
     default_norms = (Norm.LINF,)
-    options = {"at": SchemeOption("at", "", "comma-separated batch numbers", parse=str)}
+
+    class Options(SchemeOptions):
+        at: str = option("", help="comma-separated batch numbers")
 
     def __init__(self, norms, **options) -> None:
         super().__init__(norms, **options)
@@ -31,7 +33,7 @@ class NaNOnDemand(Scheme):
     def loss(self, model, x, y, ctx):
         self.seen += 1
         loss = F.cross_entropy(model(x), y)
-        if str(self.seen) in self.at.split(","):
+        if str(self.seen) in self.options.at.split(","):
             loss = loss * float("nan")
         return loss, {}
 

@@ -345,7 +345,7 @@ def test_options_are_checked():
     with pytest.raises(BadInputError, match="at least 2"):
         RAMP((Norm.LINF,))
     scheme = RAMP(RAMP.default_norms, gp="true", beta="0.25", pair="2,inf")
-    assert scheme.gp is True and scheme.beta == 0.25 and scheme.key_pair == (Norm.L2, Norm.LINF)
+    assert scheme.options.gp is True and scheme.options.beta == 0.25 and scheme.key_pair == (Norm.L2, Norm.LINF)
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -61,4 +61,4 @@ def test_the_example_plugins_own_tests_pass_with_the_helpers():
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
                           capture_output=True, text=True, env=env, cwd=example, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:]
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.plugin import Scheme, SchemeOption, TrainContext
+from robustft.plugin import Scheme, SchemeOptions, TrainContext, option
 from robustft.plugin import BadInputError
 from robustft.plugin import l2_radius_hull
 from robustft.plugin import hookimpl
@@ -45,15 +45,14 @@ class EAT(Scheme):
     aliases = ("eat",)
     description = "extreme norms AT: one attack per batch, l1 or l-inf drawn by robust error (Eq. 5)"
     default_norms = (Norm.LINF, Norm.L1)
-    options = {
-        "sampling": SchemeOption(
-            "sampling",
-            "paper",
-            "how the running robust errors are kept: 'paper' resets them every epoch, 'cumulative' keeps them for the whole run",
-            choices=("paper", "cumulative"),
+
+    class Options(SchemeOptions):
+        sampling: str = option(
+            "paper", choices=("paper", "cumulative"),
+            help="how the running robust errors are kept: 'paper' resets them every epoch, 'cumulative' keeps them for the whole run",
         )
-    }
-    sampling: str
+
+    options: Options
 
     def __init__(self, norms, **options: Any) -> None:
         super().__init__(norms, **options)
@@ -94,7 +93,7 @@ class EAT(Scheme):
         return {n: float(rerr[n]) / total for n in self.norms}
 
     def on_epoch_start(self, ctx: TrainContext) -> None:
-        if self.sampling == "paper":
+        if self.options.sampling == "paper":
             self.errors = {n: 0.0 for n in self.norms}
             self.counts = {n: 0 for n in self.norms}
 
@@ -137,11 +136,10 @@ class EATUniform(EAT):
     name = "e-at-uniform"
     aliases = ("eat-uniform",)
     description = "E-AT with the norm of each batch drawn uniformly ('E-AT unif.' in the paper)"
-    options = {}
+    Options = SchemeOptions  # no sampling option: the draw ignores the errors
 
-    def __init__(self, norms, **options: Any) -> None:
-        self.sampling = "cumulative"
-        super().__init__(norms, **options)
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        """The running errors (logged only) are kept for the whole run, as E-AT's ``sampling=cumulative``."""
 
     def probabilities(self) -> dict[Norm, float]:
         return {n: 1.0 / len(self.norms) for n in self.norms}

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from robustft.plugin import Scheme, SchemeOption, TrainContext
+from robustft.plugin import Scheme, SchemeOptions, TrainContext, option
 from robustft.plugin import BadInputError
 from robustft.plugin import hookimpl
 from robustft.plugin import project, step_for
@@ -157,43 +157,22 @@ class MultiSteepestDescent:
         return loss.detach(), grad.detach(), logits.argmax(dim=1) != y
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise ValueError(text)
-    return value
-
-
 class MSD(Scheme):
     name = "msd"
     description = "MSD (Maini et al. 2020): one attack over the union, per step the best of the l-inf/l2/l1 steps"
     default_norms = (Norm.LINF, Norm.L2, Norm.L1)
-    options = {
-        "travel-inf": SchemeOption("travel-inf", DEFAULT_TRAVEL[Norm.LINF], "total l-inf step length in radii (a positive number)", parse=_positive),
-        "travel-2": SchemeOption("travel-2", DEFAULT_TRAVEL[Norm.L2], "total l2 step length in radii (a positive number)", parse=_positive),
-        "travel-1": SchemeOption("travel-1", DEFAULT_TRAVEL[Norm.L1], "total l1 step length in radii (a positive number)", parse=_positive),
-        "l1-topk": SchemeOption("l1-topk", DEFAULT_L1_TOPK, "fraction of coordinates the l1 step moves (in (0, 1])", parse=_fraction),
-    }
-    travel_inf: float
-    travel_2: float
-    travel_1: float
-    l1_topk: float
+
+    class Options(SchemeOptions):
+        travel_inf: float = option(DEFAULT_TRAVEL[Norm.LINF], range="(0, inf)", help="total l-inf step length in radii")
+        travel_2: float = option(DEFAULT_TRAVEL[Norm.L2], range="(0, inf)", help="total l2 step length in radii")
+        travel_1: float = option(DEFAULT_TRAVEL[Norm.L1], range="(0, inf)", help="total l1 step length in radii")
+        l1_topk: float = option(DEFAULT_L1_TOPK, range="(0, 1]", help="fraction of coordinates the l1 step moves")
+
+    options: Options
 
     def __init__(self, norms: Sequence[Norm], **options: Any) -> None:
         super().__init__(norms, **options)
-        for key in ("travel_inf", "travel_2", "travel_1"):
-            if not float(getattr(self, key)) > 0:
-                raise BadInputError(f"Option {key.replace('_', '-')} of scheme 'msd' must be positive.")
-        if not 0 < float(self.l1_topk) <= 1:
-            raise BadInputError("Option l1-topk of scheme 'msd' must lie in (0, 1].")
-        self.travel = {Norm.LINF: float(self.travel_inf), Norm.L2: float(self.travel_2), Norm.L1: float(self.travel_1)}
+        self.travel = {Norm.LINF: self.options.travel_inf, Norm.L2: self.options.travel_2, Norm.L1: self.options.travel_1}
         self._reset()
 
     def _reset(self) -> None:
@@ -205,7 +184,7 @@ class MSD(Scheme):
 
     def attack(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> MSDResult:
         """Run MSD with the model in eval mode (BatchNorm frozen), restoring its mode after, and count the passes."""
-        attack = MultiSteepestDescent(ctx.eps, ctx.attack_steps, norms=self.norms, travel=self.travel, l1_topk=self.l1_topk)
+        attack = MultiSteepestDescent(ctx.eps, ctx.attack_steps, norms=self.norms, travel=self.travel, l1_topk=self.options.l1_topk)
         model = ctx.attack_view(model)  # not through DDP's gradient hooks
         was_training = model.training
         model.eval()

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.plugin import AttackResult, Scheme, SchemeOption, TrainContext
+from robustft.plugin import AttackResult, Scheme, SchemeOptions, TrainContext, option
 from robustft.plugin import hookimpl
 from robustft.plugin import Norm
 
@@ -145,15 +145,14 @@ class AVG(_MultiNormScheme):
 class MAX(_MultiNormScheme):
     name = "max"
     description = "MAX (Tramer & Boneh 2019): attack in every norm, per point the highest-loss example"
-    options = {
-        "select": SchemeOption(
-            "select",
-            "outer",
-            "'outer' takes the per-point maximum of the outer loss (the formula); 'attack' picks by the attack's loss, then one outer-loss pass",
-            choices=("outer", "attack"),
+
+    class Options(SchemeOptions):
+        select: str = option(
+            "outer", choices=("outer", "attack"),
+            help="'outer' takes the per-point maximum of the outer loss (the formula); 'attack' picks by the attack's loss, then one outer-loss pass",
         )
-    }
-    select: str
+
+    options: Options
 
     def __init__(self, norms: Sequence[Norm], **options: Any) -> None:
         super().__init__(norms, **options)
@@ -165,7 +164,7 @@ class MAX(_MultiNormScheme):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
         attacks = self.attack_all(x, y, ctx)
-        if self.select == "outer":
+        if self.options.select == "outer":
             losses = self.outer_losses(model, x, y, attacks, ctx)  # (norms, N)
             worst, winner = losses.max(dim=0)
             loss = worst.mean()

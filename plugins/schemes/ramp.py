@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from robustft.plugin import Scheme, SchemeOption, TrainContext
+from robustft.plugin import Scheme, SchemeOptions, TrainContext, option
 from robustft.plugin import BadInputError
 from robustft.plugin import hookimpl
 from robustft.plugin import DISPLAY_ORDER, Norm
@@ -172,7 +172,8 @@ def capture_logits(model: nn.Module, inputs: Sequence[Tensor]) -> Iterator[dict[
 # ------------------------------------------------------------------------------------------- options
 
 
-def _parse_pair(text: str) -> str | tuple[Norm, Norm]:
+def _parse_pair(text: str) -> str:
+    """``auto``, or two distinct norms ``q,r`` (q first) written canonically (``linf, L1`` is ``inf,1``)."""
     if text.strip().lower() == "auto":
         return "auto"
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
@@ -182,16 +183,7 @@ def _parse_pair(text: str) -> str | tuple[Norm, Norm]:
         raise ValueError(text) from None
     if len(norms) != 2 or norms[0] == norms[1]:
         raise ValueError(text)
-    return norms[0], norms[1]
-
-
-def _parse_switch(text: str) -> bool:
-    key = text.strip().lower()
-    if key in {"on", "true", "yes", "1"}:
-        return True
-    if key in {"off", "false", "no", "0"}:
-        return False
-    raise ValueError(text)
+    return _format_pair(norms)
 
 
 def _format_pair(pair: Sequence[Norm]) -> str:
@@ -206,40 +198,31 @@ class RAMP(Scheme):
     description = "MAX over the key pair plus logit pairing (Eq. 1-3), optional gradient projection (Eq. 4-7)"
     default_norms = (Norm.LINF, Norm.L2, Norm.L1)
     min_norms = 2
-    options = {
-        "pair": SchemeOption(
-            "pair", "inf,1", "the key trade-off pair q,r of two distinct training norms (q first), or 'auto'", parse=_parse_pair
-        ),
-        "pairing": SchemeOption("pairing", "kl", "the logit-pairing loss: kl (Eq. 1), mse (Eq. 10) or cosine (Eq. 11)", choices=PAIRINGS),
-        "lambda": SchemeOption("lambda", 1.5, "weight of the pairing loss, a number >= 0 (1.5 fine-tuning, 5 from scratch)", parse=float),
-        "gp": SchemeOption("gp", False, "gradient projection once per epoch: on or off", parse=_parse_switch),
-        "beta": SchemeOption("beta", 0.5, "weight of the adversarial update in Eq. 7, a number in [0, 1]", parse=float),
-        "auto-batches": SchemeOption("auto-batches", 4, "training batches pair=auto measures robust errors on, a positive integer", parse=int),
-    }
-    pair: str | tuple[Norm, Norm]
-    pairing: str
-    gp: bool
-    beta: float
-    auto_batches: int
+
+    class Options(SchemeOptions):
+        pair: str = option("inf,1", parse=_parse_pair,
+                           help="the key trade-off pair q,r of two distinct training norms (q first), or auto")
+        pairing: str = option("kl", choices=PAIRINGS, help="the logit-pairing loss: kl (Eq. 1), mse (Eq. 10) or cosine (Eq. 11)")
+        lam: float = option(1.5, range="[0, inf)", cli_name="lambda",
+                            help="weight of the pairing loss (1.5 fine-tuning, 5 from scratch)")
+        gp: bool = option(False, help="gradient projection once per epoch (Alg. 2)")
+        beta: float = option(0.5, range=(0, 1), help="weight of the adversarial update in Eq. 7")
+        auto_batches: int = option(4, range="[1, inf)", help="training batches pair=auto measures robust errors on")
+
+    options: Options
 
     def __init__(self, norms: Sequence[Norm], **options: Any) -> None:
         super().__init__(norms, **options)
-        self.lam = float(getattr(self, "lambda"))
-        if not self.lam >= 0 or self.lam == float("inf"):
-            raise BadInputError(f"Option lambda of scheme 'ramp' must be a finite number >= 0, got {self.lam}.")
-        if not 0.0 <= self.beta <= 1.0:
-            raise BadInputError(f"Option beta of scheme 'ramp' must lie in [0, 1], got {self.beta}.")
-        if self.auto_batches < 1:
-            raise BadInputError(f"Option auto-batches of scheme 'ramp' must be positive, got {self.auto_batches}.")
         self.key_pair: tuple[Norm, Norm] | None = None
-        if self.pair != "auto":
-            missing = [n for n in self.pair if n not in self.norms]
+        if self.options.pair != "auto":
+            q, r = (Norm.parse(p) for p in self.options.pair.split(","))
+            missing = [n for n in (q, r) if n not in self.norms]
             if missing:
                 raise BadInputError(
-                    f"RAMP's pair {_format_pair(self.pair)} needs l{missing[0].value} among the training norms "
+                    f"RAMP's pair {self.options.pair} needs l{missing[0].value} among the training norms "
                     f"(--norms {_format_pair(self.norms)}): add it with --norms."
                 )
-            self.key_pair = tuple(self.pair)  # type: ignore[assignment]
+            self.key_pair = (q, r)
         self.probe_errors: dict[Norm, float] = {}
         self.clean_model: nn.Module | None = None
         self.clean_update: nn.Module | None = None  # clean_model, or its DDP wrapper under torchrun
@@ -277,7 +260,7 @@ class RAMP(Scheme):
         worst, from_r = max_over_pair(loss_q, loss_r)
         loss_max = worst.mean()
         gamma = logits_q.detach().argmax(dim=1) == y  # Alg. 1 line 6: still correct at x'_q
-        loss_pair = pairing_loss(self.pairing, logits_q, logits_r, gamma)
+        loss_pair = pairing_loss(self.options.pairing, logits_q, logits_r, gamma)
         # Statistics over every process of a distributed run (one reduction per batch).
         # The logged losses are weighted by their point counts, so that the sums give the global means.
         n, broken_q, broken_r, qualifying, worst_r, loss_max_sum, loss_pair_sum = ctx.global_sums(
@@ -297,7 +280,7 @@ class RAMP(Scheme):
             f"rerr_{q.value}": self.success["q"] / self.points,
             f"rerr_{r.value}": self.success["r"] / self.points,
         }
-        return loss_max + self.lam * loss_pair, logs
+        return loss_max + self.options.lam * loss_pair, logs
 
     # ------------------------------------------------------------------------- the key pair (auto)
 
@@ -322,7 +305,7 @@ class RAMP(Scheme):
     def _auto_pair(self, ctx: TrainContext, batches: Iterable[tuple[Tensor, Tensor]]) -> Iterable[tuple[Tensor, Tensor]]:
         """Decide the pair on the first batches of the epoch and hand the same batches back for training."""
         iterator = iter(batches)
-        head = list(itertools.islice(iterator, self.auto_batches))
+        head = list(itertools.islice(iterator, self.options.auto_batches))
         self.key_pair = self.choose_pair(ctx, head)
         shown = ", ".join(f"{n.label} {100 * e:.1f}%" for n, e in self.probe_errors.items())
         log.info(
@@ -363,7 +346,7 @@ class RAMP(Scheme):
         """Alg. 1 per batch through ``step``; with ``gp=on`` Alg. 2 around it (natural epoch on a copy, Eq. 7)."""
         if self.key_pair is None:
             batches = self._auto_pair(ctx, batches)
-        if not self.gp:
+        if not self.options.gp:
             for x, y in batches:
                 step(x, y)
             return
@@ -374,7 +357,7 @@ class RAMP(Scheme):
             lr = ctx.lr_at(ctx.epoch + i / ctx.batches_per_epoch)
             self._natural_step(ctx, self.clean_update, optimizer, x, y, lr)
             step(x, y)
-        new, self.gp_cosines = gradient_projection(start, snapshot(ctx.model), snapshot(natural), self.beta)
+        new, self.gp_cosines = gradient_projection(start, snapshot(ctx.model), snapshot(natural), self.options.beta)
         ctx.model.load_state_dict(new)  # copies in place: the engine's optimizer keeps its parameters
 
     # ------------------------------------------------------------------------------ epoch hooks

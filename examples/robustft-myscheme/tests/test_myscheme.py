@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from robustft.plugin import Norm
+from robustft.plugin import BadInputError, Norm
 from robustft.testing import ScriptedContext, check_scheme, tiny_batch, tiny_model
 from robustft_myscheme import MyScheme
 
@@ -27,3 +28,9 @@ def test_clean_weight_one_is_clean_training():
     model, (x, y) = tiny_model(), tiny_batch(8)
     loss, logs = MyScheme((Norm.LINF,), **{"clean-weight": "1"}).loss(model, x, y, ScriptedContext())
     assert torch.isclose(loss, torch.nn.functional.cross_entropy(model(x), y)) and logs["norm"] == "inf"
+
+
+def test_clean_weight_is_typed_and_checked_against_its_range():
+    assert MyScheme((Norm.LINF,), **{"clean-weight": "0.25"}).options.clean_weight == 0.25
+    with pytest.raises(BadInputError, match=r"Option clean-weight of scheme 'my-scheme' must be a number in \[0, 1\], got '1.5'"):
+        MyScheme((Norm.LINF,), **{"clean-weight": "1.5"})
