@@ -12,7 +12,8 @@ folder, so the comparison can be continued after a crash::
 
 A run folder with a finished ``run.json`` and ``model.pt`` made with the same settings is reused; an
 unfinished one is removed and run again; one made with other settings stops the comparison (choose another
-``--out``). Evaluations are cached the same way, keyed by their settings.
+``--out``). Evaluations are cached the same way, keyed by their settings; a cached evaluation's model is not
+loaded (robustft/subjects.py loads a model on first use).
 
 All rows are evaluated with the same radii: the data set's defaults overridden by ``--eps``, which also sets
 the training radii. Each scheme trains on its own default norms. A scheme option (``--option NAME=VALUE``)
