@@ -85,7 +85,8 @@ def require_api(version: str, plugin: str) -> None:
 
 
 __all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
-    "API_VERSION", "DISPLAY_ORDER", "EXPORT_CONFIG", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "EXPORT_WEIGHTS", "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
+    "API_VERSION", "DISPLAY_ORDER", "EXPORT_CONFIG", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "EXPORT_WEIGHTS",
+    "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
     "DatasetPlugin", "EvalSuite", "ImageArrayDataset", "L1Step", "ModelInfo", "ModelZoo", "Norm", "RunLogger",
     "Scheme", "SchemeOption", "TrainContext", "UnknownNameError", "UnsafeFileError", "UserError", "append_jsonl",
     "atomic_write_text", "cache_dir", "data_root", "flatten", "format_radius", "get_key", "hookimpl", "l0_norms",
