@@ -266,11 +266,9 @@ def eval_command(
     if sanity:
         from robustft.sanity import DEFAULT_POINTS, sanity as run_sanity, sanity_table
 
-        checks = run_sanity(
-            model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), suite=suite, n_ex=min(n_ex, DEFAULT_POINTS), steps=steps,
+        checks = run_sanity(  # the models the table evaluated, not loaded again
+            subjects=report.subjects, norms=norms, eps=_eps(eps), suite=suite, n_ex=min(n_ex, DEFAULT_POINTS), steps=steps,
             batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
-            model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
-            data_options={"data_dir": data_dir, "image_size": image_size, "download": download, "skip_bad_images": skip_bad_images},
         )
     if not is_main():  # under torchrun, rank 0 alone prints the table
         return

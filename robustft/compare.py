@@ -12,7 +12,8 @@ folder, so the comparison can be continued after a crash::
 
 A run folder with a finished ``run.json`` and ``model.pt`` made with the same settings is reused; an
 unfinished one is removed and run again; one made with other settings stops the comparison (choose another
-``--out``). Evaluations are cached the same way, keyed by their settings.
+``--out``). Evaluations are cached the same way, keyed by their settings; a cached evaluation's model is not
+loaded (robustft/subjects.py loads a model on first use).
 
 All rows are evaluated with the same radii: the data set's defaults overridden by ``--eps``, which also sets
 the training radii. Each scheme trains on its own default norms. A scheme option (``--option NAME=VALUE``)
@@ -245,9 +246,10 @@ def compare(
     every run (robustft/loggers.py); each also gets the run's evaluation when it is made.
     """
     from robustft.engine import finetune
-    from robustft.evaluation import evaluate_model, load_run_model
+    from robustft.evaluation import evaluate_model
     from robustft.loggers import Loggers, eval_summary, summarise_finished
-    from robustft.models import resolve_dataset, resolve_model, select_device
+    from robustft.models import select_device
+    from robustft.subjects import Subject, resolve
 
     progress = progress or ProgressReporter()
     registries = (host or get_host()).registries
@@ -270,8 +272,11 @@ def compare(
     suite_obj = registries.suites.get(suite)
     for name in base_config.attack.values():
         registries.attacks.get(name)
-    zoo, info = resolve_model(base_config.model, registries)
-    dataset = resolve_dataset(base_config.dataset or info.dataset, registries, **base_config.data_options())
+    # What is evaluated: the base model now (a misspelt name costs nothing), each run's model after training.
+    resolved = resolve(model=base_config.model, dataset=base_config.dataset, registries=registries,
+                       model_options=base_config.model_options(), data_options=base_config.data_options())
+    dataset, base_subject = resolved.dataset, resolved.models[0]
+    info = base_subject.info
     radii = {**dataset.default_eps, **base_config.eps}
     for norm in eval_norms:
         if norm not in radii:
@@ -316,14 +321,15 @@ def compare(
         atomic_write_text(root / "compare.json", json.dumps(settings, indent=2) + "\n")
     progress.message(f"Comparing {', '.join(settings['schemes'])} over seeds {seed_list} on {info.name}; folder {root}")
 
-    def evaluate_once(model: Any, label: str, path: Path) -> dict[str, Any]:
+    def evaluate_once(subject: Subject, label: str, path: Path) -> dict[str, Any]:
+        """The cached evaluation, else a new one (the network is loaded only then)."""
         cached = _eval_cached(path, eval_settings)
         if cached is not None:
             progress.message(f"Reusing the evaluation of {label} in {path}")
             return cached
         result = evaluate_model(
-            model, dataset, eval_norms, radii, suite=suite_obj, registries=registries, n_ex=n_ex, steps=steps,
-            batch_size=eval_batch_size, device=device, seed=0, name=label, progress=progress,
+            subject.model(device), dataset, eval_norms, radii, suite=suite_obj, registries=registries, n_ex=n_ex,
+            steps=steps, batch_size=eval_batch_size, device=device, seed=0, name=label, progress=progress,
         ).as_dict()
         if main:
             atomic_write_text(path, json.dumps({"settings": eval_settings, "result": result}, indent=2) + "\n")
@@ -358,14 +364,13 @@ def compare(
                 finetune(dataclasses.replace(config, out=str(run_dir)), host=host, progress=progress, log=log)
             run_dirs.setdefault(cls.name, []).append(run_dir)
 
-    base_model = zoo.load(info, device=device, dataset=dataset, **base_config.model_options()).to(device)
-    base = evaluate_once(base_model, info.name, root / "base-eval.json")
-    del base_model
+    base = evaluate_once(base_subject, info.name, root / "base-eval.json")
+    del base_subject, resolved  # the base network, if it was loaded, is not needed again
     rows = []
     for cls in classes:
         results, seconds, passes = [], [], []
         for run_dir in run_dirs[cls.name]:
-            tuned, _ = load_run_model(run_dir, registries, device, dataset=dataset)
+            tuned = resolve(run=run_dir, dataset=dataset, registries=registries, with_base=False).models[0]
             fresh = _eval_cached(run_dir / "compare-eval.json", eval_settings) is None
             results.append(evaluate_once(tuned, f"+ {cls.name} ({run_dir.name})", run_dir / "compare-eval.json"))
             if fresh and main:  # the run's trackers get its union table once, when it is made

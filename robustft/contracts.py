@@ -332,6 +332,18 @@ class ModelZoo(abc.ABC):
         with a :class:`robustft.errors.BadInputError` rather than ignoring it.
         """
 
+    def describe_architecture(self, info: ModelInfo, *, dataset: DatasetPlugin, **options: Any) -> dict[str, Any] | None:
+        """The network of ``info`` (loaded with ``options``, for ``dataset``) as ``robustft export`` records it in the
+        exported folder's config.json, for the file zoo to rebuild without this zoo (docs/export.md), or None (the
+        default): this zoo's networks cannot be described so, and export refuses their runs in one sentence.
+
+        A description is ``{"architecture": NAME, "architecture_options": {...}, "normalization": None or
+        {"mean": [...], "std": [...]}}``: ``NAME`` a built-in architecture of plugins/zoos/architectures.py,
+        ``timm:NAME`` or ``torchvision:ARCH``, whose state dict, with ``normalization`` folded in as the file zoo
+        does, must be key for key that of the network :meth:`load` returns (export checks it).
+        """
+        return None
+
 
 class DatasetPlugin(abc.ABC):
     """A data set: train and test splits of ``(image in [0,1], label)`` pairs, and its threat model defaults.

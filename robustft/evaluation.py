@@ -20,11 +20,13 @@ union from every point. Since APGD re-seeds its generator at every call, an atta
 depends only on the batch; the batches being those of one process, the table is the same as in one
 process for the same ``batch_size`` (exactly, on devices of one kind; tests/test_distributed.py checks
 it). Only rank 0 reports progress and warnings.
+
+The attacks and their checks run in robustft/attacking.py, "what to evaluate" (a model, or a run and its base)
+is resolved in robustft/subjects.py, and a run's evaluation is stored by robustft/eval_store.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -37,25 +39,21 @@ import torch
 from torch import Tensor, nn
 
 from robustft import distributed
-from robustft.contracts import DatasetPlugin, EvalSuite
+from robustft.attacking import Attacker, InvalidPointsError, sweep_radii, valid_adversarial, warn_invalid
 from robustft.config import MAX_SEED
-from robustft.errors import BadInputError, UserError
+from robustft.contracts import DatasetPlugin, EvalSuite
+from robustft.errors import BadInputError
+from robustft.eval_store import EVAL_FILE, save_run_eval, store_sanity, weights_checksum
 from robustft.geometry import check_radii
-from robustft.io import DiskFullError, atomic_write_text, checksum_path, load_torch
-from robustft.lp import check_in_ball_and_box, project
-from robustft.models import on_for_cuda, resolve_dataset, resolve_model, select_device
-from robustft.norms import Norm, eps_to_strings, format_radius, normalise_eps, parse_norms, sort_norms
+from robustft.models import on_for_cuda, select_device
+from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms, sort_norms
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 from robustft.registry import Registries
-from robustft.rundir import latest_run, read_run_info
+from robustft.subjects import Subjects, load_run_model, one_model_or_run, resolve
 from robustft.sweep import Curve, normalise_sweeps
 
 log = logging.getLogger("robustft")
-
-#: The file in a run folder where ``robustft eval --run`` keeps its latest result (``robustft plot`` reads it).
-EVAL_FILE = "eval.json"
-
 
 @dataclass
 class EvalResult:
@@ -103,135 +101,13 @@ def _requires_grad_off(model: nn.Module) -> list[bool]:
     return flags
 
 
-class InvalidPointsError(UserError):
-    """Under ``strict``, an attack returned points outside their ball or [0, 1]."""
-
-
-def valid_adversarial(x_adv: Tensor, x: Tensor, norm: Norm, radius: float) -> tuple[Tensor, Tensor]:
-    """``x_adv`` with every point outside its ball or the box projected onto both, and the mask of the points
-    that needed it. Non-finite coordinates are replaced by the clean ones before projecting."""
-    valid = check_in_ball_and_box(x_adv, x, norm, radius)
-    if bool(valid.all()):
-        return x_adv, ~valid
-    delta = torch.nan_to_num(x_adv - x, nan=0.0, posinf=0.0, neginf=0.0)
-    projected = (x + project(delta, x, norm, radius)).clamp(0.0, 1.0)
-    fixed = torch.where(valid.view(-1, *[1] * (x.dim() - 1)), x_adv, projected)
-    return fixed, ~valid
-
-
-class _Attacker:
-    """Runs a suite's attacks for one norm and radius on a set of the test points, checking every point."""
-
-    def __init__(self, model: nn.Module, x_all: Tensor, y_all: Tensor, *, suite: EvalSuite, registries: Registries,
-                 num_classes: int, steps: int, batch_size: int, device: torch.device, seed: int, name: str,
-                 progress: ProgressReporter, channels_last: bool, strict: bool) -> None:
-        self.model, self.x_all, self.y_all, self.n = model, x_all, y_all, len(y_all)
-        self.suite, self.registries, self.num_classes, self.steps = suite, registries, num_classes, steps
-        self.batch_size, self.device, self.seed, self.name = batch_size, device, seed, name
-        self.progress, self.channels_last, self.strict = progress, channels_last, strict
-
-    def run(self, norm: Norm, radius: Fraction, still: Tensor, within: Sequence[Fraction] = (), tag: str = "") -> tuple[Tensor, int, Tensor]:
-        """``(robust, invalid, fits)``: the points of ``still`` that every attack left correctly classified, the
-        number of adversarial points that needed projecting, and per point and radius of ``within`` whether the
-        point's verified adversarial point lies in that (smaller) ball as well."""
-        still, n = still.clone(), self.n
-        fits = torch.zeros(n, len(within), dtype=torch.bool)
-        invalid = 0
-        attacks = self.suite.attacks(norm, float(radius), num_classes=self.num_classes, steps=self.steps, seed=self.seed,
-                                     registry=self.registries.attacks)
-        for label, attack in attacks:
-            idx = still.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            torch.manual_seed(self.seed)
-            # The batches one process would form, dealt round-robin over the ranks (one rank: all).
-            mine = distributed.shard_round_robin(idx.split(self.batch_size))
-            broken = torch.zeros(n, dtype=torch.bool)
-            outside = torch.zeros(1, dtype=torch.int64)
-            self.progress.start(f"{self.name} {norm.label}{tag} {label}", len(mine))
-            for part in mine:
-                x, y = self.x_all[part].to(self.device), self.y_all[part].to(self.device)
-                if self.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                x_adv, projected = valid_adversarial(attack(self.model, x, y).x_adv.detach(), x, norm, float(radius))
-                with torch.no_grad():
-                    wrong = self.model(x_adv).argmax(1).cpu() != y.cpu()
-                broken[part[wrong]] = True
-                for k, smaller in enumerate(within):  # the same check as above, against each smaller ball
-                    inside = check_in_ball_and_box(x_adv, x, norm, float(smaller)).cpu()
-                    fits[part[wrong & inside], k] = True
-                outside += projected.sum().cpu()
-                self.progress.advance({"robust": f"{int((still & ~broken).sum())}/{n}"})
-            self.progress.stop()
-            still &= ~(distributed.all_reduce_sum(broken) > 0)
-            count = int(distributed.all_reduce_sum(outside))
-            invalid += count
-            if count and self.strict:
-                raise InvalidPointsError(
-                    f"Attack {label!r} returned {count} point(s) outside the {norm.label} ball of radius "
-                    f"{format_radius(radius)} or [0, 1] for {self.name} (--strict)."
-                )
-        if len(within):
-            fits = distributed.all_reduce_sum(fits) > 0
-        return still, invalid, fits
-
-
-def _warn_invalid(name: str, norm: Norm, count: int, where: str = "") -> None:
-    if count and distributed.is_main():
-        log.warning(
-            "%s: %d adversarial point(s) in %s%s lay outside the ball or [0, 1]; they were projected onto both "
-            "and counted as the projected points classify.",
-            name, count, norm.label, where,
-        )
-
-
-def _sweep(attacker: _Attacker, norm: Norm, radii: Sequence[Fraction], clean: Tensor,
-           broken_at: tuple[Fraction, Tensor] | None = None) -> tuple[Curve, dict[Fraction, Tensor]]:
-    """Robust accuracy at each radius, attacking from the largest radius down.
-
-    The balls are nested, so two facts cut the work. (1) A point whose verified adversarial point from a larger
-    radius also lies in a smaller ball (checked with :func:`robustft.lp.check_in_ball_and_box`) is broken there
-    too: certain, no attack needed; so is a point ``broken_at`` a radius (by the main evaluation, at ``--eps``)
-    at every radius at least as large, which keeps the curve from showing more robustness there than the table.
-    (2) A point the attacks could not break at a larger radius is counted robust at every smaller one without
-    attacking it again. (2) is an assumption about the attack, not a fact: it holds for an exact verifier and
-    for an attack that is at least as strong in a larger ball, which the suite's attacks are meant to be (APGD's
-    search space grows with the radius) but do not prove; where it fails, the curve overstates robust accuracy
-    at the smaller radius by the points an attack there alone would break. Only the points broken at a radius
-    and not settled by (1) are attacked at the next smaller one.
-
-    Also returns, per radius, the points broken there: a point broken within a ball no larger than ``--eps`` is
-    broken at ``--eps`` too, which :func:`evaluate_model` carries into the table.
-    """
-    start = time.perf_counter()
-    descending = sorted(radii, reverse=True)
-    candidates = clean.clone()  # points to attack at the current radius
-    known: Tensor | None = None  # per point and remaining radius: broken there already, by a point found earlier
-    robust: dict[Fraction, float] = {}
-    broken: dict[Fraction, Tensor] = {}
-    attacked: dict[Fraction, int] = {}
-    invalid = 0
-    for i, radius in enumerate(descending):
-        settled = known[:, 0] if known is not None else torch.zeros_like(clean)
-        if broken_at is not None and radius >= broken_at[0]:
-            settled = settled | (candidates & broken_at[1])
-        to_attack = candidates & ~settled
-        attacked[radius] = int(to_attack.sum())
-        survived, count, fits = attacker.run(norm, radius, to_attack, within=descending[i + 1:], tag=f" r={format_radius(radius)}")
-        invalid += count
-        # robust here: robust at the larger radius (never attacked again), plus those that survived this one
-        robust_now = (clean & ~candidates) | survived
-        robust[radius] = float(robust_now.float().mean())
-        broken_now = clean & ~robust_now
-        broken[radius] = broken_now
-        candidates = broken_now
-        rest = known[:, 1:] if known is not None else torch.zeros(len(clean), len(descending) - i - 1, dtype=torch.bool)
-        known = rest | fits
-    _warn_invalid(attacker.name, norm, invalid, " (radius sweep)")
-    ascending = sorted(radii)
-    curve = Curve(norm=norm, radii=tuple(ascending), robust=tuple(robust[r] for r in ascending),
-                  attacked=tuple(attacked[r] for r in ascending), invalid=invalid, seconds=time.perf_counter() - start)
-    return curve, broken
+def _start_masks(start: Mapping[Any, Tensor] | None, n: int) -> dict[Norm, Tensor]:
+    """``start`` with norms parsed and masks as boolean CPU vectors, each checked to have one entry per point."""
+    masks = {Norm.parse(norm): torch.as_tensor(mask).to("cpu", torch.bool).flatten() for norm, mask in (start or {}).items()}
+    for norm, mask in masks.items():
+        if len(mask) != n:
+            raise BadInputError(f"The starting mask of norm {norm} has {len(mask)} entries; the evaluation has {n} points.")
+    return masks
 
 
 def evaluate_model(
@@ -252,6 +128,7 @@ def evaluate_model(
     channels_last: bool = False,
     strict: bool = False,
     sweep: Mapping[Any, Sequence[Any]] | None = None,
+    start: Mapping[Any, Tensor] | None = None,
 ) -> EvalResult:
     """Evaluate one model on the first ``n_ex`` test points (the papers' protocol uses the first 1000).
 
@@ -262,8 +139,13 @@ def evaluate_model(
     ``strict`` raises :class:`InvalidPointsError` when an attack returns a point outside its ball or [0, 1]
     (otherwise such points are projected and counted, see the module docstring).
     ``sweep`` (``{norm: radii}``) also measures robust accuracy at each of a norm's radii (a :class:`Curve` per
-    norm in ``curves``), attacking from the largest radius down (see :func:`_sweep` for the work it saves and
+    norm in ``curves``), attacking from the largest radius down (see :func:`robustft.attacking.sweep_radii` for the work it saves and
     the assumption that saving rests on); the radii of ``eps`` are evaluated on their own, as without a sweep.
+    ``start`` (``{norm: mask}``, a boolean per point of the ``n`` evaluated) continues an earlier evaluation of the
+    same points, model and radius: its ``per_point[norm.value]``. A norm's attacks then run only on the points
+    the mask leaves robust and the others count as broken, so the result is that of the earlier attacks followed
+    by ``suite``'s, without running the earlier ones again (``eval --sanity``'s ``more-restarts``, which adds
+    restarts to the evaluation of ``more-steps``'s baseline, robustft/sanity.py).
     """
     progress = progress if progress is not None and distributed.is_main() else ProgressReporter()
     sweeps = normalise_sweeps(sweep)  # a malformed radius fails before any compute
@@ -274,7 +156,8 @@ def evaluate_model(
         raise BadInputError(f"--n-ex must be positive, got {n_ex}.")
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(test, range(n)), batch_size=n)
     x_all, y_all = next(iter(loader))
-    start = time.perf_counter()
+    starts = _start_masks(start, n)
+    began = time.perf_counter()
     was_training = model.training
     model.eval()
     flags = _requires_grad_off(model)
@@ -284,18 +167,19 @@ def evaluate_model(
             for part in distributed.shard_round_robin(torch.arange(n).split(batch_size)):
                 clean[part] = model(x_all[part].to(device)).argmax(1).cpu() == y_all[part]
         clean = distributed.all_reduce_sum(clean) > 0
-        attacker = _Attacker(model, x_all, y_all, suite=suite, registries=registries, num_classes=dataset.num_classes,
+        attacker = Attacker(model, x_all, y_all, suite=suite, registries=registries, num_classes=dataset.num_classes,
                              steps=steps, batch_size=batch_size, device=device, seed=seed, name=name, progress=progress,
                              channels_last=channels_last, strict=strict)
         robust: dict[Norm, Tensor] = {}
         invalid: dict[Norm, int] = {}
         for norm in sort_norms(norms):
-            robust[norm], invalid[norm], _ = attacker.run(norm, Fraction(eps[norm]), clean)
-            _warn_invalid(name, norm, invalid[norm])
-        seconds = time.perf_counter() - start  # the sweep's time is its curves' own
+            still = clean & starts[norm] if norm in starts else clean
+            robust[norm], invalid[norm], _ = attacker.run(norm, Fraction(eps[norm]), still)
+            warn_invalid(name, norm, invalid[norm])
+        seconds = time.perf_counter() - began  # the sweep's time is its curves' own
         curves = {}
         for norm, radii in sweeps.items():
-            curves[norm], broken = _sweep(attacker, norm, radii, clean,
+            curves[norm], broken = sweep_radii(attacker, norm, radii, clean,
                                           (Fraction(eps[norm]), clean & ~robust[norm]) if norm in robust else None)
             if norm in robust:  # the balls are nested: broken within a ball no larger than --eps is broken at --eps
                 for radius, mask in broken.items():
@@ -332,77 +216,11 @@ class EvalReport:
     has_base: bool = False
     #: where the result was stored (``<run>/eval.json``), for an evaluation of a run
     saved: Path | None = None
+    #: what was evaluated, its networks loaded: ``eval --sanity`` checks the same ones without loading them again
+    subjects: Subjects | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"results": [r.as_dict() for r in self.results]}
-
-
-def weights_checksum(run_dir: str | Path) -> str | None:
-    """The SHA-256 of a run's final weights, from the sidecar robustft writes with ``model.pt`` (None without one)."""
-    sidecar = checksum_path(Path(run_dir) / "model.pt")
-    try:
-        words = sidecar.read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return None
-    return words[0] if words else None
-
-
-def save_run_eval(report: EvalReport, run_dir: str | Path, settings: Mapping[str, Any]) -> Path | None:
-    """Store ``report`` in ``<run>/eval.json`` (atomically) with the settings it was made with and the checksum of
-    the weights it evaluated, so that a later ``robustft plot`` can tell a stale evaluation. A folder that cannot
-    be written is a warning, not a failed evaluation."""
-    path = Path(run_dir) / EVAL_FILE
-    data = {**report.as_dict(), "settings": dict(settings), "weights_sha256": weights_checksum(run_dir)}
-    try:
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-    except OSError as exc:
-        log.warning("The evaluation could not be stored in %s (%s).", path, exc.strerror or exc)
-        return None
-    except DiskFullError as exc:
-        log.warning("The evaluation could not be stored: %s", exc.message)
-        return None
-    return path
-
-
-def store_sanity(path: str | Path, checks: Sequence[Any]) -> None:
-    """Add the gradient-masking checks of ``eval --sanity`` to a stored evaluation (``"sanity"``, as in ``--json``),
-    so that reports show them; a file that cannot be rewritten is a warning."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        atomic_write_text(path, json.dumps({**data, "sanity": [c.as_dict() for c in checks]}, indent=2) + "\n")
-    except (OSError, ValueError, DiskFullError) as exc:
-        log.warning("The sanity checks could not be stored in %s (%s).", path, getattr(exc, "message", None) or exc)
-
-
-def load_run_model(
-    run_dir: str | Path, registries: Registries, device: torch.device, dataset: DatasetPlugin | None = None,
-    *, strict: bool = False, **model_options: Any,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The fine-tuned model of a run: its base architecture with the run's final weights.
-
-    robustft writes a SHA-256 sidecar with every ``model.pt``; weights without one cannot be checked, which is
-    a warning (an error with ``strict``)."""
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    weights = run_dir / "model.pt"
-    if not weights.is_file():
-        raise UserError(f"Run {str(run_dir)!r} has no final weights (model.pt): it did not finish.")
-    if not checksum_path(weights).is_file():
-        message = (f"The weights file {str(weights)!r} has no checksum file ({checksum_path(weights).name}), so it "
-                   "cannot be checked; robustft writes one with every model.pt")
-        if strict:
-            raise UserError(message + " (--strict).")
-        log.warning("%s.", message)
-    state = load_torch(weights, "weights file")  # refuse a damaged or unsafe file before any compute
-    zoo, model_info = resolve_model(info["base_model"], registries)
-    options = {**info.get("model_options", {}), **model_options}
-    model = zoo.load(model_info, device=device, dataset=dataset, **options).to(device)
-    try:
-        model.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(f"The weights in {str(weights)!r} do not fit model {info['base_model']!r} ({str(exc).splitlines()[0]}).") from None
-    return model, info
 
 
 def evaluate(
@@ -439,8 +257,7 @@ def evaluate(
     (:func:`evaluate_model`'s ``sweep``). The evaluation of a run is stored in ``<run>/eval.json``
     (:func:`save_run_eval`) unless ``save`` is False.
     """
-    if model is not None and run is not None:
-        raise BadInputError("Give --model or --run, not both.")
+    one_model_or_run(model, run)  # before any other complaint
     if n_ex <= 0:
         raise BadInputError(f"--n-ex must be positive, got {n_ex}.")
     if steps <= 0:
@@ -458,49 +275,40 @@ def evaluate(
     torch_device = distributed.local_device(select_device(device))
     distributed.init_from_env(torch_device)
 
-    m_options = {k: v for k, v in (model_options or {}).items() if v is not None}
-    d_options = {k: v for k, v in (data_options or {}).items() if v is not None}
-    if model is not None:
-        zoo, info = resolve_model(model, registries)
-        data = resolve_dataset(dataset or info.dataset, registries, **d_options)
-        run_eps: dict[Norm, Fraction] = {}
-        targets = [(model, zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device))]
-        has_base = False
-    else:
-        run_dir = Path(run) if run is not None else latest_run()
-        info_dict = read_run_info(run_dir)
-        zoo, info = resolve_model(info_dict["base_model"], registries)
-        d_options = {**info_dict.get("data_options", {}), **d_options}
-        data = resolve_dataset(dataset or info_dict["dataset"], registries, **d_options)
-        tuned, _ = load_run_model(run_dir, registries, torch_device, dataset=data, strict=strict, **m_options)
-        run_eps = normalise_eps(info_dict.get("eps", {}))
-        m_options = {**info_dict.get("model_options", {}), **m_options}
-        base = zoo.load(info, device=torch_device, dataset=data, **m_options).to(torch_device)
-        targets = [(info_dict["base_model"], base), (f"+ {info_dict['scheme']}", tuned)]
-        has_base = True
+    subjects = resolve(model=model, run=run, dataset=dataset, registries=registries, model_options=model_options,
+                       data_options=data_options, strict=strict)
+    data = subjects.dataset
+    # The run's model first: its weights are the likelier to be refused, before the base model costs a load.
+    for subject in reversed(subjects.models):
+        subject.model(torch_device)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = on_for_cuda(cudnn_benchmark, torch_device)
     channels_last = on_for_cuda(channels_last, torch_device)
     if channels_last:
-        for _, net in targets:
-            net.to(memory_format=torch.channels_last)
-    radii = {**data.default_eps, **run_eps, **user_eps}
-    missing = [n for n in norm_list if n not in radii]
-    if missing:
-        raise BadInputError(f"Data set {data.name!r} has no default radius for norm {missing[0]}: give --eps {missing[0]}=RADIUS.")
+        for subject in subjects.models:
+            subject.model(torch_device).to(memory_format=torch.channels_last)
+    radii = subjects.radii(norm_list, user_eps)
     check_radii(radii, norm_list, data.name, data.dim)
     results = [
         evaluate_model(
-            net, data, norm_list, radii, suite=suite_obj, registries=registries, n_ex=n_ex, steps=steps,
-            batch_size=batch_size, device=torch_device, seed=seed, name=label, progress=progress, channels_last=channels_last,
-            strict=strict, sweep=sweeps,
+            subject.model(torch_device), data, norm_list, radii, suite=suite_obj, registries=registries, n_ex=n_ex,
+            steps=steps, batch_size=batch_size, device=torch_device, seed=seed, name=subject.label, progress=progress,
+            channels_last=channels_last, strict=strict, sweep=sweeps,
         )
-        for label, net in targets
+        for subject in subjects.models
     ]
-    report = EvalReport(results=results, has_base=has_base)
-    if has_base:
+    report = EvalReport(results=results, has_base=subjects.has_base, subjects=subjects)
+    if subjects.has_base:
+        run_dir = subjects.run_dir
         results[-1].run = str(run_dir)
         if save and distributed.is_main():
             report.saved = save_run_eval(report, run_dir, {"norms": [n.value for n in norm_list], "n_ex": n_ex, "steps": steps,
                                                            "suite": suite_obj.name, "seed": seed, "strict": strict})
     return report
+
+
+# Names that lived here before the modules above took them over: still importable from robustft.evaluation.
+__all__ = [
+    "EVAL_FILE", "EvalReport", "EvalResult", "InvalidPointsError", "evaluate", "evaluate_model", "load_run_model",
+    "save_run_eval", "store_sanity", "valid_adversarial", "weights_checksum",
+]

@@ -18,7 +18,8 @@ Names, by purpose:
 * files and data: :func:`load_torch`, :func:`save_torch`, :func:`sha256_file`, :func:`atomic_write_text`,
   :func:`append_jsonl`, :func:`pickle_culprit`, :func:`cache_dir`, :func:`data_root`, :class:`ImageArrayDataset`,
   :func:`load_extra_data`, :func:`safe_unpickle`, :func:`get_key`; loggers' :data:`METRICS_FILE`,
-  :func:`flatten`, :func:`scalars`;
+  :func:`flatten`, :func:`scalars`; the folder format of ``robustft export``, which the file zoo reads:
+  :data:`EXPORT_WEIGHTS`, :data:`EXPORT_CONFIG`, :data:`EXPORT_FORMAT`, :data:`EXPORT_FORMAT_VERSION`;
 * the installed plugins, for plugins that build on others (loaded on first use): :func:`registries`,
   :func:`resolve_dataset`, and :class:`PassCounter` (the engine's account of forward and backward passes,
   for schemes that run their own attack).
@@ -44,6 +45,7 @@ from robustft.contracts import (
 )
 from robustft.data import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
 from robustft.errors import BadInputError, UnknownNameError, UserError
+from robustft.export_format import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_WEIGHTS
 from robustft.geometry import l2_radius_hull
 from robustft.hookspecs import hookimpl
 from robustft.io import UnsafeFileError, append_jsonl, atomic_write_text, load_torch, pickle_culprit, save_torch, sha256_file
@@ -86,7 +88,8 @@ def require_api(version: str, plugin: str) -> None:
 
 
 __all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
-    "API_VERSION", "DISPLAY_ORDER", "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
+    "API_VERSION", "DISPLAY_ORDER", "EXPORT_CONFIG", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "EXPORT_WEIGHTS",
+    "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
     "DatasetPlugin", "EvalSuite", "ImageArrayDataset", "L1Step", "ModelInfo", "ModelZoo", "Norm", "RunLogger",
     "Scheme", "SchemeOption", "SchemeOptions", "TrainContext", "UnknownNameError", "UnsafeFileError", "UserError", "append_jsonl",
     "atomic_write_text", "cache_dir", "data_root", "flatten", "format_radius", "get_key", "hookimpl", "l0_norms",

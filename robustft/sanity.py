@@ -20,6 +20,8 @@ in [0, 1], on a subset of the test points:
                     against the suite alone. By construction this can only drop; a drop beyond the
                     tolerance means random starts find adversarial points the suite missed (gradients
                     that are flat or misleading near the clean points): the table's numbers are overstated.
+                    The restarts start from ``more-steps``' baseline (the suite at ``steps``, run once per
+                    norm), so the suite is not run a second time.
 ``transfer``        adversarial points computed by APGD-CE on a surrogate model and replayed on the model
                     must not break more points than the suite (if they do, the model's own gradients
                     are misleading the attack).
@@ -56,19 +58,21 @@ from rich import box
 from rich.table import Table
 from torch import Tensor, nn
 
+from robustft import distributed
 from robustft.contracts import Attack, AttackResult, DatasetPlugin, EvalSuite
 from robustft.errors import BadInputError
-from robustft.evaluation import evaluate_model, load_run_model
-from robustft.models import resolve_dataset, resolve_model, select_device
-from robustft.norms import Norm, format_radius, normalise_eps, parse_norms, sort_norms
+from robustft.evaluation import evaluate_model
+from robustft.models import select_device
+from robustft.norms import Norm, format_radius, parse_norms, sort_norms
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
-from robustft.registry import Registries, checked
-from robustft.rundir import latest_run, read_run_info
+from robustft.registry import Registries
+from robustft.subjects import Subjects, one_model_or_run, resolve
 
 log = logging.getLogger("robustft")
 
-#: Test points the checks use by default (each check is a full evaluation of them).
+#: Test points the checks use by default. Per model and norm they cost the suite at ``steps`` and at ``2 * steps``,
+#: APGD-CE with restarts on the points the first left robust, and a transfer attack; plus the suite once at l-inf 1.
 DEFAULT_POINTS = 200
 #: Random restarts of the APGD-CE run ``more-restarts`` adds after the suite.
 MORE_RESTARTS = 3
@@ -112,22 +116,23 @@ class _OneAttack(EvalSuite):
         return [(self.label, _Transfer(built, self.surrogate) if self.surrogate is not None else built)]
 
 
-class _WithRestarts(EvalSuite):
-    """``suite``, then APGD-CE (the family ``attack``) with :data:`MORE_RESTARTS` random restarts from the seed
-    ``seed + RESTART_SEED_OFFSET``, which the evaluator runs only on the points the suite left robust."""
+class _Restarts(EvalSuite):
+    """APGD-CE (the family ``attack``) with :data:`MORE_RESTARTS` random restarts from the seed
+    ``seed + RESTART_SEED_OFFSET``: the attack ``more-restarts`` adds after ``suite``. The evaluator runs it
+    from the suite's result (:func:`robustft.evaluation.evaluate_model`'s ``start``): only on the points the
+    suite left robust, without running the suite again."""
 
     def __init__(self, suite: EvalSuite, attack: str) -> None:
-        self.suite, self.attack = suite, attack
+        self.attack = attack
         self.name = f"{suite.name} + restarts"
 
     def attacks(self, norm: Norm, eps: float, *, num_classes: int, steps: int, seed: int, registry: Any) -> list[tuple[str, Attack]]:
-        chosen = list(self.suite.attacks(norm, eps, num_classes=num_classes, steps=steps, seed=seed, registry=registry))
         options: dict[str, Any] = {"steps": steps, "purpose": "eval", "loss": "ce", "restarts": MORE_RESTARTS,
                                    "seed": seed + RESTART_SEED_OFFSET}
         if Norm.parse(norm) is Norm.L1:
             options["use_largereps"] = True  # AutoAttack's l1 APGD: without it l1 APGD is much weaker
         label = f"apgd-ce x{MORE_RESTARTS} restarts"
-        return [*chosen, (label, registry.get(self.attack).build(norm, eps, **options))]
+        return [(label, registry.get(self.attack).build(norm, eps, **options))]
 
 
 class _Transfer(Attack):
@@ -195,21 +200,26 @@ def check_model(
     attack family of the extra restarts and of the transfer attack. See the module docstring."""
     common = dict(registries=registries, n_ex=n_ex, batch_size=batch_size, device=device, seed=seed, progress=progress)
 
-    def robust(norm: Norm, radius: Fraction, label: str, suite_: EvalSuite, steps_: int) -> tuple[int, int]:
-        """The number of points left robust (counted, not a rounded fraction) and the number of points."""
-        result = evaluate_model(model, dataset, [norm], {norm: radius}, suite=suite_, steps=steps_, name=f"{name} {label}", **common)
-        return int(result.per_point[norm.value].sum()), result.n
+    def robust(norm: Norm, radius: Fraction, label: str, suite_: EvalSuite, steps_: int,
+               start: Tensor | None = None) -> tuple[int, int, Tensor]:
+        """The number of points left robust (counted, not a rounded fraction), the number of points, and the
+        per-point mask; ``start`` continues from an earlier evaluation's mask (see :func:`evaluate_model`)."""
+        result = evaluate_model(model, dataset, [norm], {norm: radius}, suite=suite_, steps=steps_, name=f"{name} {label}",
+                                start={norm: start} if start is not None else None, **common)
+        mask = result.per_point[norm.value]
+        return int(mask.sum()), result.n, mask
 
-    restarted = _WithRestarts(suite, attack)
+    restarts = _Restarts(suite, attack)
     checks: list[SanityCheck] = []
     for norm in sort_norms(norms):
         radius = eps[norm]
-        base, n = robust(norm, radius, suite.name, suite, steps)
+        # The suite runs once per norm: its result is more-steps' baseline and where more-restarts starts from.
+        base, n, base_mask = robust(norm, radius, suite.name, suite, steps)
         allowed = tolerance(n)
-        more_steps, _ = robust(norm, radius, f"{suite.name} x{2 * steps} steps", suite, 2 * steps)
-        more_restarts, _ = robust(norm, radius, restarted.name, restarted, steps)
+        more_steps, _, _ = robust(norm, radius, f"{suite.name} x{2 * steps} steps", suite, 2 * steps)
+        more_restarts, _, _ = robust(norm, radius, restarts.name, restarts, steps, start=base_mask)
         transfer_suite = _OneAttack(attack, "transfer apgd-ce", surrogate=surrogate, loss="ce", restarts=1)
-        transfer, _ = robust(norm, radius, "transfer", transfer_suite, steps)
+        transfer, _, _ = robust(norm, radius, "transfer", transfer_suite, steps)
         label = f"{norm.label} {format_radius(radius)}"
         within = f"{allowed} of {n} points"
         checks += [
@@ -225,7 +235,7 @@ def check_model(
                         f"{label}: {_pct(base, n)} robust to {suite.name}, {_pct(transfer, n)} to transferred points",
                         {"white_box": base / n, "transfer": transfer / n, "tolerance": allowed / n}),
         ]
-    unbounded, n = robust(Norm.LINF, Fraction(1), f"{suite.name} radius 1", suite, steps)
+    unbounded, n, _ = robust(Norm.LINF, Fraction(1), f"{suite.name} radius 1", suite, steps)
     checks.append(SanityCheck(name, "linf-radius-1", Norm.LINF.value, unbounded == 0,
                               f"l-inf 1: {_pct(unbounded, n)} robust to {suite.name} (must be 0)", {"robust": unbounded / n}))
     return checks
@@ -253,40 +263,32 @@ def sanity(
     progress: ProgressReporter | None = None,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
+    subjects: Subjects | None = None,
 ) -> list[SanityCheck]:
     """The checks for what ``robustft eval`` evaluates: ``model`` alone, or a run (default: the latest) and its base.
 
     ``suite`` is the evaluation suite whose numbers are checked (a registered name, as ``--suite``, or an
-    :class:`EvalSuite`): pass the one the table was made with."""
-    if model is not None and run is not None:
-        raise BadInputError("Give --model or --run, not both.")
+    :class:`EvalSuite`): pass the one the table was made with. ``subjects`` (an evaluation's
+    :attr:`robustft.evaluation.EvalReport.subjects`) replaces ``model``, ``run``, ``dataset`` and the options:
+    the checks then reuse the networks that evaluation loaded."""
+    if subjects is not None and (model, run, dataset, model_options, data_options) != (None,) * 5:
+        raise BadInputError("Pass sanity() the subjects of an evaluation, or a model or run with its options, not both.")
+    one_model_or_run(model, run)
     registries = (host or get_host()).registries
     norm_list = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
-    torch_device = select_device(device)
+    torch_device = distributed.local_device(select_device(device))
     registries.attacks.get(attack)
     suite_obj = registries.suites.get(suite) if isinstance(suite, str) else suite
-    m_options = {k: v for k, v in (model_options or {}).items() if v is not None}
-    d_options = {k: v for k, v in (data_options or {}).items() if v is not None}
-    if model is not None:
-        zoo, info = resolve_model(model, registries)
-        data = resolve_dataset(dataset or info.dataset, registries, **d_options)
-        net = checked(zoo.load(info, device=torch_device, dataset=data, **m_options), nn.Module,
-                      what=f"model zoo {zoo.name!r} load()", plugin=registries.plugin_of("zoos", zoo)).to(torch_device)
-        targets = [(model, net, linear_surrogate(data, torch_device, seed=seed))]
-        run_eps: dict[Norm, Fraction] = {}
+    if subjects is None:
+        subjects = resolve(model=model, run=run, dataset=dataset, registries=registries, model_options=model_options,
+                           data_options=data_options)
+    data = subjects.dataset
+    nets = [s.model(torch_device) for s in reversed(subjects.models)][::-1]  # the run's model first, as evaluate()
+    if subjects.has_base:  # each model is the other's transfer surrogate (see the module docstring)
+        targets = [(subjects.models[0].label, nets[0], nets[1]), (subjects.models[1].label, nets[1], nets[0])]
     else:
-        run_dir = Path(run) if run is not None else latest_run()
-        info_dict = read_run_info(run_dir)
-        zoo, info = resolve_model(info_dict["base_model"], registries)
-        data = resolve_dataset(dataset or info_dict["dataset"], registries, **{**info_dict.get("data_options", {}), **d_options})
-        tuned, _ = load_run_model(run_dir, registries, torch_device, dataset=data, **m_options)
-        base = zoo.load(info, device=torch_device, dataset=data, **{**info_dict.get("model_options", {}), **m_options}).to(torch_device)
-        targets = [(info_dict["base_model"], base, tuned), (f"+ {info_dict['scheme']}", tuned, base)]
-        run_eps = normalise_eps(info_dict.get("eps", {}))
-    radii = {**data.default_eps, **run_eps, **normalise_eps(eps or {})}
-    missing = [n for n in norm_list if n not in radii]
-    if missing:
-        raise BadInputError(f"Data set {data.name!r} has no default radius for norm {missing[0]}: give --eps {missing[0]}=RADIUS.")
+        targets = [(s.label, net, linear_surrogate(data, torch_device, seed=seed)) for s, net in zip(subjects.models, nets)]
+    radii = subjects.radii(norm_list, eps)
     checks: list[SanityCheck] = []
     for label, net, surrogate in targets:
         checks += check_model(net, data, norm_list, radii, registries=registries, suite=suite_obj, surrogate=surrogate, name=label,

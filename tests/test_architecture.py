@@ -19,10 +19,6 @@ import pytest
 
 from helpers import REPO
 
-#: Core modules that still import a built-in plugin, and why; each entry is debt to remove, not a licence.
-#: robustft/export.py builds the exported architecture with the file, timm and torchvision zoos' helpers; a zoo
-#: contract method describing a model's architecture would let it ask the zoo instead.
-CORE_IMPORTS_PLUGINS = {"robustft/export.py"}
 CLI_MODULES = {"robustft/__main__.py", "robustft/testing.py"}  # the console entry point, and run_cli for plugin tests
 
 
@@ -68,10 +64,8 @@ def test_plugins_import_only_the_public_plugin_api():
 
 
 def test_the_core_never_imports_plugins_and_the_library_never_imports_the_cli():
-    found = [v for where, text in sources("robustft") if where not in CLI_MODULES
-             for v in core_violations(text, where)
-             if not (where in CORE_IMPORTS_PLUGINS and "built-in plugin" in v)]
-    assert found == []
+    found = [v for where, text in sources("robustft") if where not in CLI_MODULES for v in core_violations(text, where)]
+    assert found == []  # no exception: export asks a zoo to describe its architecture (ModelZoo.describe_architecture)
 
 
 @pytest.mark.parametrize(

@@ -214,7 +214,7 @@ CLI_CASES = [
     (["finetune", "--resume", "FINISHED"], "has already finished"),
     (["eval", "--run", "MISSING"], "Run folder {str(run_dir)!r} does not exist"),
     (["eval", "--run", "DAMAGEDJSON"], "is damaged (not valid JSON)"),
-    (["eval", "--run", "UNFINISHED"], "has no final weights"),
+    (["eval", "--run", "UNFINISHED"], "has no final weights (model.pt): it did not finish"),
     (["geometry"], "Give the input dimension"),
     (["geometry", "--dim", "64", "--eps", "1=2"], "Give the {norm.label} radius"),
 ]

@@ -219,3 +219,34 @@ def test_yaml_strings_stay_strings():
     yaml = pytest.importorskip("yaml")
     data = {"a": ["yes", "1", "x: y", 'q"uote', "- item", ""], "2": {"n": 1.5, "b": True, "none": None, "empty": []}}
     assert yaml.safe_load(to_yaml(data)) == data
+
+
+def test_export_asks_the_zoo_and_refuses_a_description_the_weights_do_not_fit(evaluated_run, tmp_path, monkeypatch):
+    """The architecture comes from the base model's zoo (ModelZoo.describe_architecture); a folder that would not
+    load back is refused in one sentence and nothing is left in --out."""
+    from robustft.registry import PluginFault
+    from robustft_plugins.zoos.builtin import BuiltinZoo
+
+    asked = []
+
+    def wrong(self, info, *, dataset, **options):
+        asked.append(info.name)
+        return {"architecture": "preact-resnet18", "architecture_options": {"width": 16}, "normalization": None}
+
+    monkeypatch.setattr(BuiltinZoo, "describe_architecture", wrong)
+    out = tmp_path / "hf"
+    with pytest.raises(UserError, match=r"cannot be exported: the folder would not load back \(The checkpoint .*hf"):
+        export_run(evaluated_run, out)
+    assert asked == ["digits-cnn-linf"] and not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="would not load back"):
+        export_run(evaluated_run, out, force=True)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]  # no staging folder, no exported file left behind
+
+    monkeypatch.setattr(BuiltinZoo, "describe_architecture", lambda self, info, **kw: "digits-cnn")
+    with pytest.raises(PluginFault, match=r"describe_architecture\(\) returned str"):
+        export_run(evaluated_run, tmp_path / "other")
+    monkeypatch.setattr(BuiltinZoo, "describe_architecture", lambda self, info, **kw: None)
+    with pytest.raises(UserError, match="comes from the 'builtin' zoo, whose networks export cannot rebuild"):
+        export_run(evaluated_run, tmp_path / "other")

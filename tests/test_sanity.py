@@ -188,3 +188,69 @@ def test_eval_run_sanity_is_stored_beside_the_table(tmp_path, base_model, capsys
     assert result.returncode == 0, result.stderr
     stored = json.loads((run / "eval.json").read_text())
     assert stored["sanity"] == json.loads(result.stdout)["sanity"] and len(stored["sanity"]) == 8  # 4 checks x 2 models
+
+
+class CountingSuite(EvalSuite):
+    """``suite``, counting per (norm, radius, steps) how often its attacks are built and how many batches they attack."""
+
+    def __init__(self, suite: EvalSuite) -> None:
+        self.suite, self.name = suite, suite.name
+        self.built: dict[tuple[Norm, float, int], int] = {}
+        self.calls: dict[tuple[Norm, float, int], int] = {}
+
+    def attacks(self, norm: Norm, eps: float, *, num_classes: int, steps: int, seed: int, registry: Any) -> list[tuple[str, Attack]]:
+        key = (Norm.parse(norm), float(eps), steps)
+        self.built[key] = self.built.get(key, 0) + 1
+        chosen = self.suite.attacks(norm, eps, num_classes=num_classes, steps=steps, seed=seed, registry=registry)
+        return [(label, self._counted(attack, key)) for label, attack in chosen]
+
+    def _counted(self, attack: Attack, key: tuple[Norm, float, int]) -> Any:
+        def call(model, x, y):
+            self.calls[key] = self.calls.get(key, 0) + 1
+            return attack(model, x, y)
+
+        return call
+
+
+def test_more_restarts_continues_from_the_baseline_instead_of_running_the_suite_again(base_model):
+    """Per norm the suite runs once at --steps (the baseline); more-restarts adds only its restarts, on the points
+    the baseline left robust, and finds what the suite followed by the restarts found."""
+    from robustft.evaluation import evaluate_model
+    from robustft.sanity import MORE_RESTARTS, _Restarts
+
+    data, reg = digits(), registries()
+    suite = CountingSuite(reg.suites.get("e-at"))
+    eps = {Norm.LINF: Fraction(1, 10), Norm.L1: Fraction(2)}
+    checks = check_model(base_model, data, [Norm.L1, Norm.LINF], eps, registries=reg, suite=suite,
+                         surrogate=linear_surrogate(data, CPU), n_ex=N, steps=4, batch_size=20, name="base")
+    for norm in (Norm.L1, Norm.LINF):
+        assert suite.built[(norm, float(eps[norm]), 4)] == 1, suite.built  # the baseline, once
+        assert suite.built[(norm, float(eps[norm]), 8)] == 1  # more-steps
+    assert suite.built[(Norm.LINF, 1.0, 4)] == 1  # linf-radius-1
+    assert sum(suite.built.values()) == 5
+
+    # The same numbers as the suite followed by the restarts, the way the check used to run them.
+    class SuiteThenRestarts(EvalSuite):
+        name = "e-at then restarts"
+
+        def attacks(self, norm, eps_, **kwargs):
+            return [*reg.suites.get("e-at").attacks(norm, eps_, **kwargs), *_Restarts(suite, "apgd").attacks(norm, eps_, **kwargs)]
+
+    for norm in (Norm.L1, Norm.LINF):
+        once = CountingSuite(reg.suites.get("e-at"))  # the attack calls of one run of the suite
+        evaluate_model(base_model, data, [norm], eps, suite=once, registries=reg, n_ex=N, steps=4, batch_size=20)
+        assert suite.calls[(norm, float(eps[norm]), 4)] == once.calls[(norm, float(eps[norm]), 4)] > 0
+        whole = evaluate_model(base_model, data, [norm], eps, suite=SuiteThenRestarts(), registries=reg, n_ex=N, steps=4,
+                               batch_size=20)
+        found = next(c for c in checks if c.check == "more-restarts" and c.norm == norm.value)
+        assert round(found.values["more_restarts"] * N) == int(whole.per_point[norm.value].sum()), (norm, found.detail)
+        assert f"{MORE_RESTARTS} more random restarts" in found.detail
+
+
+def test_a_start_mask_of_the_wrong_length_is_one_sentence(base_model):
+    from robustft.errors import BadInputError
+    from robustft.evaluation import evaluate_model
+
+    with pytest.raises(BadInputError, match="has 3 entries; the evaluation has 10 points"):
+        evaluate_model(base_model, digits(), [Norm.LINF], {Norm.LINF: Fraction(1, 10)}, suite=registries().suites.get("e-at"),
+                       registries=registries(), n_ex=10, steps=1, start={Norm.LINF: torch.ones(3, dtype=torch.bool)})

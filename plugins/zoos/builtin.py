@@ -129,6 +129,14 @@ def load_shipped(name: str) -> nn.Module:
     return model
 
 
+#: The built-in models as the architectures of plugins/zoos/architectures.py that rebuild them key for key (for
+#: ``robustft export``): name -> (architecture, its options).
+ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
+    "digits-cnn-linf": ("digits-cnn", {}),
+    "cifar10-preact-w16-linf": ("preact-resnet18", {"width": 16}),
+}
+
+
 class BuiltinZoo(ModelZoo):
     name = "builtin"
     description = "models robustft builds itself, offline (the embedded default's base model)"
@@ -169,6 +177,12 @@ class BuiltinZoo(ModelZoo):
         model = DigitsCNN()
         model.load_state_dict(state["model"])
         return model.to(device).eval()
+
+    def describe_architecture(self, info: ModelInfo, *, dataset: Any, **options: Any) -> dict[str, Any] | None:
+        if info.name not in ARCHITECTURES:
+            return None
+        arch, arch_options = ARCHITECTURES[info.name]
+        return {"architecture": arch, "architecture_options": dict(arch_options), "normalization": None}
 
 
 @hookimpl

@@ -32,12 +32,11 @@ from robustft.plugin import DatasetPlugin, ModelInfo, ModelZoo
 from robustft.plugin import BadInputError, UserError
 from robustft.plugin import hookimpl
 from robustft.plugin import load_torch
+from robustft.plugin import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_WEIGHTS
 
 #: Keys under which checkpoints of common training code keep the state dict, in the order tried.
 STATE_KEYS = ("model", "state_dict", "model_state_dict", "net")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-#: What ``robustft export`` writes into its folder, and the format of its config.json.
-EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION = "model.safetensors", "config.json", "robustft-export", 1
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -155,6 +154,15 @@ class FileZoo(ModelZoo):
         model = build_architecture(arch, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
         load_weights(model, state, info.name, f"architecture {arch!r} with {dataset.num_classes} classes")
         return model.to(device).eval()
+
+    def describe_architecture(self, info: ModelInfo, *, dataset: DatasetPlugin, **options: Any) -> dict[str, Any] | None:
+        """``--arch`` (a built-in architecture), or for an exported folder what its config.json says."""
+        folder = Path(info.name).expanduser()
+        if folder.is_dir() and (folder / EXPORT_CONFIG).is_file():
+            config = read_export_config(folder)
+            return {key: config.get(key) for key in ("architecture", "architecture_options", "normalization")}
+        arch = str(options.get("arch") or "").lower()
+        return {"architecture": arch, "architecture_options": {}, "normalization": None} if arch else None
 
 
 # ------------------------------------------------------------------------------------ exported folders

@@ -68,6 +68,9 @@ class ScratchZoo(ModelZoo):
         model = build_architecture(info.name, num_classes=int(dataset.num_classes), in_channels=in_channels)
         return model.to(device)
 
+    def describe_architecture(self, info: ModelInfo, *, dataset: DatasetPlugin, **options: Any) -> dict[str, Any] | None:
+        return {"architecture": info.name, "architecture_options": {}, "normalization": None}  # the name is the architecture
+
 
 @hookimpl
 def register_zoos(register) -> None:

@@ -139,6 +139,20 @@ class TimmZoo(ModelZoo):
             mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
         return WithNormalization(model, mean, std).to(device).eval()
 
+    def describe_architecture(self, info: ModelInfo, *, dataset: DatasetPlugin, **options: Any) -> dict[str, Any] | None:
+        """timm's network and the normalisation :meth:`load` folds in, worked out the same way."""
+        cfg = import_timm().get_pretrained_cfg(info.name)
+        arch_options: dict[str, Any] = {}
+        if cfg is not None and getattr(cfg, "fixed_input_size", False) and tuple(dataset.input_shape[1:]) != tuple(cfg.input_size[1:]):
+            arch_options["img_size"] = list(dataset.input_shape[1:])
+        mean = list(getattr(cfg, "mean", None) or (0.0,))
+        std = list(getattr(cfg, "std", None) or (1.0,))
+        channels = int(dataset.input_shape[0])
+        if len(mean) != channels:  # as load(): grey-scale data on an RGB-normalised model
+            mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
+        return {"architecture": f"timm:{info.name}", "architecture_options": arch_options,
+                "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}}
+
 
 @hookimpl
 def register_zoos(register) -> None:

@@ -98,6 +98,16 @@ class TorchvisionZoo(ModelZoo):
                 log.warning("torchvision:%s starts from random weights: name weights (torchvision:%s.DEFAULT) or pass --checkpoint.", arch, arch)
         return WithNormalization(model, mean, std).to(device).eval()
 
+    def describe_architecture(self, info: ModelInfo, *, dataset: DatasetPlugin, **options: Any) -> dict[str, Any] | None:
+        """torchvision's network and the normalisation :meth:`load` folds in (the weights' own, else ImageNet's)."""
+        arch, weights_name = split_name(info.name)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        if weights_name:
+            transform = self._weights(arch, weights_name).transforms()
+            mean, std = tuple(getattr(transform, "mean", mean)), tuple(getattr(transform, "std", std))
+        return {"architecture": f"torchvision:{arch}", "architecture_options": {},
+                "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}}
+
     @staticmethod
     def _pretrained(arch: str, weights: Any, download: bool) -> nn.Module:
         import torchvision.models as tvm

@@ -42,7 +42,7 @@ def load_run_evaluation(run: str | Path) -> dict[str, Any]:
 
     A stored evaluation of other weights than the run's ``model.pt`` (the run was continued since) is a warning.
     """
-    from robustft.evaluation import EVAL_FILE, weights_checksum
+    from robustft.eval_store import EVAL_FILE, weights_checksum
 
     run = Path(run)
     read_run_info(run)  # one sentence for a missing or foreign folder
