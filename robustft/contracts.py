@@ -85,7 +85,7 @@ class Attack(abc.ABC):
         super().__init_subclass__(**kwargs)
         if "__call__" in cls.__dict__:
             raise TypeError(
-                f"Attack {cls.__qualname__} overrides __call__; since plugin API 1.0 an attack implements "
+                f"Attack {cls.__name__} overrides __call__; since plugin API 1.0 an attack implements "
                 "perturb(model, x, y) instead, and Attack.__call__ sets the model's mode around it (docs/plugins.md)."
             )
 
@@ -158,7 +158,7 @@ class Attack(abc.ABC):
 
     def _fault(self, problem: str) -> PluginFault:
         cls = type(self)
-        return PluginFault(f"Attack {cls.__qualname__} (module {cls.__module__}) is faulty: it {problem}.")
+        return PluginFault(f"Attack {cls.__name__} (module {cls.__module__}) is faulty: it {problem}.")
 
     def _checked(self, result: Any, x: Tensor) -> AttackResult:
         """``result`` if it keeps the contract, else a :class:`PluginFault` saying what is wrong. Shapes and
