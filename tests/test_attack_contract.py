@@ -318,3 +318,55 @@ def test_factories_refuse_unknown_options_naming_the_closest():
         FGSMRandomStartFactory().build(Norm.LINF, 0.1, steps=1, step=1.0)
     with pytest.raises(BadInputError, match=r"^Attack 'noisy' takes no options, got 'alpha'\.$"):
         NoisyFactory().build(Norm.LINF, 0.1, steps=1, alpha=1.0)
+
+
+# ------------------------------------------------------------------------------------ robustft.testing
+
+
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2, Norm.L1])
+def test_the_built_in_attacks_pass_check_attack(norm):
+    from robustft.testing import check_attack
+
+    eps = {Norm.LINF: 0.1, Norm.L2: 0.5, Norm.L1: 2.0}[norm]
+    for purpose in ("train", "eval"):
+        result = check_attack(APGDFactory().build(norm, eps, steps=3, purpose=purpose))
+        assert result.forward_passes >= 1
+    if norm is Norm.LINF:
+        assert check_attack(FGSMRandomStart(eps)).forward_passes == 2
+    assert check_attack(NoisyAttack(norm, eps)).backward_passes == 0
+
+
+def test_check_attack_catches_an_attack_that_cannot_resume_or_leaves_its_ball():
+    from robustft.testing import check_attack
+
+    class GlobalNoise(NoisyAttack):
+        def perturb(self, model, x, y):
+            result = super().perturb(model, x, y)
+            result.x_adv = (x + project(self.eps * torch.rand(x.shape), x, self.norm, self.eps)).clamp(0, 1)
+            return result
+
+    with pytest.raises(AssertionError, match="GlobalNoise gives another result after load_state_dict"):
+        check_attack(GlobalNoise(Norm.LINF, 0.1))
+
+    class Overshooting(NoisyAttack):
+        def perturb(self, model, x, y):
+            result = super().perturb(model, x, y)
+            result.x_adv = (x + 2 * self.eps).clamp(0, 1)
+            return result
+
+    with pytest.raises(AssertionError, match=r"Overshooting returned points outside its l-inf ball"):
+        check_attack(Overshooting(Norm.LINF, 0.1))
+
+
+def test_the_minimal_attack_of_docs_plugins_md_keeps_the_contract():
+    from helpers import REPO
+    from robustft.testing import check_attack
+
+    text = (REPO / "docs" / "plugins.md").read_text()
+    (block,) = [b.split("```")[0] for b in text.split("```python\n") if "class RandomPoint(Attack)" in b]
+    namespace: dict = {}
+    exec(compile(block, "docs/plugins.md", "exec"), namespace)  # noqa: S102 - the repository's own documentation
+    for norm, eps in EPS.items():
+        assert check_attack(namespace["RandomPoint"](norm, eps)).forward_passes == 1
+    with pytest.raises(BadInputError, match="Attack 'random-point' takes no options, got 'steps_'"):
+        namespace["RandomPointFactory"]().build(Norm.LINF, 0.1, steps=1, steps_=2)
