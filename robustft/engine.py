@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 import robustft
 from robustft import distributed, memory, per_norm
+from robustft.attack_state import attack_generator, attack_states, load_attack_states
 from robustft.config import DEFAULT_LR, NOT_SETTINGS, OPERATIONAL_FIELDS, FinetuneConfig, build_config, dumps_toml, with_recipe
 from robustft.contracts import Attack, AttackFactory, AttackResult, DatasetPlugin, ModelInfo, ModelZoo, Scheme, TrainContext
 from robustft.errors import BadInputError, UserError
@@ -160,24 +161,21 @@ class EngineContext(TrainContext):
                 raise BadInputError(f"No radius for norm {norm}: give one with --eps {norm}=RADIUS.")
             if norm not in self.attacks:
                 raise BadInputError(f"No training attack for norm {norm}: give one with --attack {norm}=NAME.")
-            self._built[norm] = self.attacks[norm].build(norm, self.eps[norm])
+            attack = self.attacks[norm].build(norm, self.eps[norm])
+            attack.use_generator(attack_generator(self.config.seed, norm, self.device, distributed.rank()))
+            self._built[norm] = attack
         return self._built[norm]
 
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
         model = self.model if model is None else self.attack_view(model)
         attack = self.training_attack(norm)
         spec = self.attacks[norm]
-        was_training = model.training
-        model.eval()  # BatchNorm statistics stay frozen while attacking
-        try:
-            with self.attack_autocast():
-                result = attack(model, x, y)
-        finally:
-            model.train(was_training)
+        with self.attack_autocast():
+            result = attack(model, x, y)  # Attack.__call__: eval mode (BatchNorm frozen), checks the result
         checked(result, AttackResult, what=f"the {norm.label} training attack", plugin=spec.plugin)
         n = x.shape[0]
-        self.passes.attack_forward += n * int(getattr(attack, "last_forward_passes", spec.steps + 1))
-        self.passes.attack_backward += n * int(getattr(attack, "last_backward_passes", spec.steps))
+        self.passes.attack_forward += n * result.forward_passes
+        self.passes.attack_backward += n * result.backward_passes
         return result
 
     def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
@@ -617,7 +615,8 @@ class StopRequest:
 
 
 def _rng_states(ctx: EngineContext, data_epoch_start: Tensor) -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_epoch_start, "scheme": ctx.rng.get_state()}
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_epoch_start, "scheme": ctx.rng.get_state(),
+                              "attacks": attack_states(ctx._built)}
     if ctx.device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(ctx.device)
     return states
@@ -732,6 +731,7 @@ class Trainer:
             log.debug("Resumed with another number of processes: rank %d restarts its augmentation stream.", distributed.rank())
             rngs = {"torch": torch.Generator().manual_seed(self.config.seed + 1_000_003 * distributed.rank()).get_state()}
         torch.set_rng_state(rngs["torch"])
+        load_attack_states(rngs.get("attacks", {}), self.ctx.training_attack)
         if "cuda" in rngs and self.ctx.device.type == "cuda":
             torch.cuda.set_rng_state(rngs["cuda"], self.ctx.device)
 

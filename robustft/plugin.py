@@ -12,6 +12,8 @@ Names, by purpose:
   :class:`TrainContext`, :class:`Attack`,
   :class:`AttackFactory`, :class:`AttackResult`, :class:`EvalSuite`, :class:`ModelZoo`, :class:`ModelInfo`,
   :class:`DatasetPlugin`, :class:`RunLogger`;
+* attack helpers: :func:`counted_passes` and :class:`Passes` (the passes through a model, measured, for an
+  attack wrapping code that does not count them);
 * norms and geometry: :class:`Norm`, :data:`DISPLAY_ORDER`, :func:`format_radius`, :func:`project`,
   :func:`step_for`, :class:`L1Step`, :func:`l0_norms`, :func:`l2_radius_hull`;
 * errors: :class:`UserError`, :class:`BadInputError`, :class:`UnknownNameError`, :class:`UnsafeFileError`;
@@ -43,6 +45,7 @@ from robustft.contracts import (
     TrainContext,
     option,
 )
+from robustft.attack_passes import Passes, counted_passes
 from robustft.data import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
 from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.export_format import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_WEIGHTS
@@ -90,9 +93,9 @@ def require_api(version: str, plugin: str) -> None:
 __all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
     "API_VERSION", "DISPLAY_ORDER", "EXPORT_CONFIG", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "EXPORT_WEIGHTS",
     "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
-    "DatasetPlugin", "EvalSuite", "ImageArrayDataset", "L1Step", "ModelInfo", "ModelZoo", "Norm", "RunLogger",
+    "DatasetPlugin", "EvalSuite", "ImageArrayDataset", "L1Step", "ModelInfo", "ModelZoo", "Norm", "Passes", "RunLogger",
     "Scheme", "SchemeOption", "SchemeOptions", "TrainContext", "UnknownNameError", "UnsafeFileError", "UserError", "append_jsonl",
-    "atomic_write_text", "cache_dir", "data_root", "flatten", "format_radius", "get_key", "hookimpl", "l0_norms",
-    "l2_radius_hull", "load_extra_data", "load_torch", "option", "pickle_culprit", "project", "require_api", "safe_unpickle",
+    "atomic_write_text", "cache_dir", "counted_passes", "data_root", "flatten", "format_radius", "get_key", "hookimpl",
+    "l0_norms", "l2_radius_hull", "load_extra_data", "load_torch", "option", "pickle_culprit", "project", "require_api", "safe_unpickle",
     "save_torch", "scalars", "sha256_file", "step_for", *_LAZY,
 ]

@@ -136,24 +136,17 @@ class _Restarts(EvalSuite):
 
 
 class _Transfer(Attack):
-    """Runs ``inner`` on a surrogate model and hands its points to the evaluator, which replays them on the model."""
+    """Runs ``inner`` on a surrogate model and hands its points to the evaluator, which replays them on the model.
+
+    ``inner``'s own template (:meth:`Attack.__call__`) puts the surrogate in eval mode with its gradients off; the
+    passes reported are the surrogate's."""
 
     def __init__(self, inner: Attack, surrogate: nn.Module) -> None:
         self.inner, self.surrogate = inner, surrogate
         self.norm, self.eps = inner.norm, inner.eps
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
-        was_training = self.surrogate.training
-        self.surrogate.eval()
-        flags = [p.requires_grad for p in self.surrogate.parameters()]
-        for p in self.surrogate.parameters():
-            p.requires_grad_(False)
-        try:
-            return self.inner(self.surrogate, x, y)
-        finally:
-            for p, flag in zip(self.surrogate.parameters(), flags):
-                p.requires_grad_(flag)
-            self.surrogate.train(was_training)
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        return self.inner(self.surrogate, x, y)
 
 
 def linear_surrogate(dataset: DatasetPlugin, device: torch.device, *, points: int = 1000, steps: int = 200, seed: int = 0) -> nn.Module:

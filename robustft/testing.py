@@ -1,6 +1,6 @@
 """Helpers for testing robustft plugins in their own test suites (what pytest's ``pytester`` is to pytest plugins).
 
-    from robustft.testing import ScriptedContext, check_scheme, run_cli, tiny_dataset, tiny_model
+    from robustft.testing import ScriptedContext, check_attack, check_scheme, run_cli, tiny_dataset, tiny_model
 
     def test_my_scheme_keeps_the_contract():
         check_scheme(MyScheme)                      # loss() on a tiny batch: a differentiable scalar and a dict
@@ -9,6 +9,9 @@
         ctx = ScriptedContext(error_rate={Norm.LINF: 0.5})
         MyScheme((Norm.LINF,)).loss(tiny_model(), *tiny_batch(), ctx)
         assert ctx.calls == [(Norm.LINF, 8)]
+
+    def test_my_attack_keeps_the_contract():
+        check_attack(MyAttack(Norm.LINF, 0.1))      # in the ball and box, passes reported, resumable
 
     def test_the_cli_lists_it():
         assert "my-scheme" in run_cli("list", "schemes").stdout
@@ -30,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.contracts import AttackResult, DatasetPlugin, Scheme, TrainContext
+from robustft.contracts import Attack, AttackResult, DatasetPlugin, Scheme, TrainContext
+from robustft.lp import check_in_ball_and_box
 from robustft.norms import Norm
 
 #: The shape of the tiny images: one channel, 4 x 4 pixels.
@@ -148,6 +152,31 @@ def check_scheme(scheme_cls: type[Scheme], norms: Sequence[Norm] | None = None, 
     return ctx
 
 
+def check_attack(attack: Attack, model: nn.Module | None = None, batch: tuple[Tensor, Tensor] | None = None,
+                 seed: int = 0) -> AttackResult:
+    """Run ``attack`` as a training context would (with a seeded generator, the model in train mode before and after)
+    and assert its contract: ``x_adv`` in the attack's ball and in [0, 1], the passes reported, the model's mode and
+    parameters untouched, and its :meth:`~robustft.contracts.Attack.state_dict` enough to replay a call bit for bit
+    (what a resumed run relies on). Returns the result of the first call, for further checks."""
+    model = model if model is not None else tiny_model()
+    x, y = batch if batch is not None else tiny_batch()
+    name = type(attack).__name__
+    attack.use_generator(torch.Generator().manual_seed(seed))
+    model.train()
+    before = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    state = attack.state_dict()
+    result = attack(model, x, y)  # the template checks shapes, types and the passes
+    assert model.training, f"{name} left the model in eval mode"
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items()), f"{name} changed the model"
+    assert bool(check_in_ball_and_box(result.x_adv, x, attack.norm, float(attack.eps)).all()), \
+        f"{name} returned points outside its {attack.norm.label} ball of radius {attack.eps} or [0, 1]"
+    attack.load_state_dict(state)
+    again = attack(model, x, y)
+    assert torch.equal(again.x_adv, result.x_adv) and torch.equal(again.success, result.success), \
+        f"{name} gives another result after load_state_dict(state_dict()): a resumed run would not continue bit for bit"
+    return result
+
+
 @dataclass
 class CliResult:
     exit_code: int
@@ -165,4 +194,5 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
-__all__ = ["CliResult", "ScriptedContext", "TinyData", "check_scheme", "run_cli", "tiny_batch", "tiny_dataset", "tiny_model"]
+__all__ = ["CliResult", "ScriptedContext", "TinyData", "check_attack", "check_scheme", "run_cli", "tiny_batch", "tiny_dataset",
+           "tiny_model"]

@@ -116,9 +116,9 @@ def test_large_radius_schedule_stays_in_the_true_ball(steps: int, trained: nn.Mo
     assert bool(check_in_ball_and_box(result.x_adv, x, Norm.L1, EPS[Norm.L1]).all())
     # Every stage costs its steps plus one forward pass; stages shrink so the last one keeps a step.
     stages = 3 if steps >= 3 else 1
-    assert attack.last_backward_passes % steps == 0
-    runs = attack.last_backward_passes // steps
-    assert attack.last_forward_passes == runs * (steps + stages)
+    assert result.backward_passes % steps == 0
+    runs = result.backward_passes // steps
+    assert result.forward_passes == runs * (steps + stages)
 
 
 # ------------------------------------------------------------------------------------ the model is left alone
@@ -269,7 +269,7 @@ def test_deterministic_with_seed(trained: nn.Module, batch: tuple) -> None:
 def test_bad_options_raise_bad_input(options: dict) -> None:
     with pytest.raises(BadInputError) as info:
         APGDFactory().build(Norm.L1, 1.0, steps=5, **options)
-    assert info.value.message.endswith(".") and "\n" not in info.value.message
+    assert info.value.message.endswith((".", "?")) and "\n" not in info.value.message  # one sentence
 
 
 def test_bad_build_arguments_raise_bad_input() -> None:
@@ -341,9 +341,9 @@ def test_n_steps_cost_n_plus_one_forward_and_n_backward(norm: Norm, trained: nn.
     x, y = batch
     model = Counting(trained)
     attack = build(norm, "train", steps=7)
-    attack(model, x, y)
+    result = attack(model, x, y)
     assert (model.forwards, model.backwards) == (8, 7)
-    assert (attack.last_forward_passes, attack.last_backward_passes) == (8, 7)
+    assert (result.forward_passes, result.backward_passes) == (8, 7)
 
 
 def test_restarts_and_targets_attack_only_unbroken_points(trained: nn.Module, batch: tuple) -> None:
@@ -353,11 +353,11 @@ def test_restarts_and_targets_attack_only_unbroken_points(trained: nn.Module, ba
     attack = build(Norm.LINF, "eval", steps=5, restarts=4)
     result = attack(model, x, wrong_labels)
     assert bool(result.success.all())
-    assert (model.forwards, attack.last_forward_passes, attack.last_backward_passes) == (6, 6, 5)
+    assert (model.forwards, result.forward_passes, result.backward_passes) == (6, 6, 5)
     targeted = build(Norm.LINF, "eval", steps=5, loss="dlr-targeted")
     model.forwards = 0
-    targeted(model, x, wrong_labels)
-    assert (model.forwards, targeted.last_forward_passes, targeted.last_backward_passes) == (1, 1, 0)
+    result = targeted(model, x, wrong_labels)
+    assert (model.forwards, result.forward_passes, result.backward_passes) == (1, 1, 0)
 
 
 # ------------------------------------------------------------------------------------ vs AutoAttack

@@ -187,7 +187,7 @@ CLI_CASES = [
     (["finetune", "--option", "noequals"], "Option {item!r} is not of the form NAME=VALUE."),
     (["finetune", "--option", "sampling=sometimes"], "Option {self.name} of {owner} must be"),
     (["finetune", "--option", "speed=fast"], "Unknown option of scheme"),
-    (["finetune", "--scheme", "lp-at", "--option", "select=outer"], "takes no options"),
+    (["finetune", "--scheme", "lp-at", "--option", "select=outer"], "Scheme {scheme!r} takes no options"),
     (["list", "attacks", "--options"], "--options lists the options of schemes"),
     (["finetune", "--epochs", "0"], "{source}: {name!r} must be positive"),
     (["finetune", "--workers", "-1"], "{source}: {name!r} must not be negative"),

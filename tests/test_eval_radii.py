@@ -103,12 +103,13 @@ class Exact(Attack):
     def __init__(self, norm: Norm, eps: float, calls: list) -> None:
         self.norm, self.eps, self.calls = norm, eps, calls
 
-    def __call__(self, model, x, y):
+    def perturb(self, model, x, y):
         self.calls.append((self.eps, len(x)))
         r_star, direction = smallest_flip(model, x, self.norm)
         step = torch.clamp(OVERSHOOT * r_star, max=self.eps)
         x_adv = x + (step[:, None] * direction).view_as(x)
-        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=model(x_adv).argmax(1) != y)
+        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=model(x_adv).argmax(1) != y,
+                            forward_passes=2, backward_passes=0)
 
 
 class ExactSuite(EvalSuite):
@@ -188,11 +189,12 @@ def test_the_sweep_uses_the_main_evaluation_and_documents_its_assumption():
     eps = Fraction(3, 100)
 
     class OnlyAtEps(Exact):
-        def __call__(self, model, x, y):
+        def perturb(self, model, x, y):
             if self.eps == float(eps):
-                return super().__call__(model, x, y)
+                return super().perturb(model, x, y)
             self.calls.append((self.eps, len(x)))
-            return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool))
+            return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool),
+                                forward_passes=0, backward_passes=0)
 
     class Suite(ExactSuite):
         def attacks(self, norm, eps, **_):
@@ -209,10 +211,11 @@ def test_the_sweep_uses_the_main_evaluation_and_documents_its_assumption():
 
 def test_points_outside_the_ball_in_a_sweep_are_projected_counted_and_refused_under_strict():
     class Overshooting(Exact):
-        def __call__(self, model, x, y):
+        def perturb(self, model, x, y):
             r_star, direction = smallest_flip(model, x, self.norm)
             x_adv = x + (1.5 * self.eps * direction).view_as(x)  # half again the radius: outside the ball
-            return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool))
+            return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool),
+                                forward_passes=1, backward_passes=0)
 
     class Suite(ExactSuite):
         def attacks(self, norm, eps, **_):
@@ -305,13 +308,14 @@ def test_points_the_sweep_breaks_within_the_eps_ball_are_broken_in_the_table_too
 
         tried = False
 
-        def __call__(self, model, x, y):
+        def perturb(self, model, x, y):
             if self.eps != float(eps):
                 FirstCallAtEpsFails.tried = True
             elif not FirstCallAtEpsFails.tried:
                 self.calls.append((self.eps, len(x)))
-                return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool))
-            return super().__call__(model, x, y)
+                return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool),
+                                    forward_passes=0, backward_passes=0)
+            return super().perturb(model, x, y)
 
     class Suite(ExactSuite):
         def attacks(self, norm, eps, **_):

@@ -39,11 +39,12 @@ class Overshooting(Attack):
     def __init__(self, norm: Norm, eps: float, valid: bool) -> None:
         self.norm, self.eps, self.valid = norm, eps, valid
 
-    def __call__(self, model, x, y):
+    def perturb(self, model, x, y):
         x_adv = overshoot(model, x, y, self.norm, self.eps, 1.01)
         if self.valid:
             x_adv = x + project(x_adv - x, x, self.norm, self.eps)
-        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool))
+        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool),
+                            forward_passes=1, backward_passes=1)
 
 
 class OneAttack(EvalSuite):

@@ -187,12 +187,13 @@ class ShiftAttack(Attack):
     def __init__(self, norm: Norm, eps: float) -> None:
         self.norm, self.eps = norm, eps
 
-    def __call__(self, model, x, y):
+    def perturb(self, model, x, y):
         shift = {Norm.LINF: 0.1, Norm.L2: -0.05, Norm.L1: 0.2}[self.norm]
         x_adv = (x + shift).clamp(0, 1)
         with torch.no_grad():
             loss = nn.functional.cross_entropy(model(x_adv), y, reduction="none")
-        return AttackResult(x_adv=x_adv, loss=loss, success=torch.zeros(x.shape[0], dtype=torch.bool))
+        return AttackResult(x_adv=x_adv, loss=loss, success=torch.zeros(x.shape[0], dtype=torch.bool),
+                            forward_passes=1, backward_passes=0)
 
 
 class ShiftFactory(AttackFactory):

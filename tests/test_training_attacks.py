@@ -53,7 +53,9 @@ def test_families_and_options_per_norm():
     "settings,message",
     [
         ({"attack": "fgsm-rs"}, "Attack 'fgsm-rs' does not support norm 2 (only inf): give that norm another attack with --attack 2=NAME."),
-        ({"attack_options": {"1": {"tpk": 0.1}}}, "Unknown APGD option 'tpk'"),
+        ({"attack_options": {"1": {"tpk": 0.1}}}, "Unknown option of attack 'apgd' 'tpk': did you mean 'topk'"),
+        ({"attack": {"inf": "fgsm-rs"}, "attack_options": {"inf": {"alpah": 1.0}}},
+         "Unknown option of attack 'fgsm-rs' 'alpah': did you mean 'alpha'"),
         ({"attack_steps": {"inf": 0}}, "Attack steps must be a positive integer, got 0."),
         ({"attack_steps": {"3": 5}}, "'3' is not a norm"),
     ],

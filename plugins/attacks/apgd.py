@@ -119,11 +119,13 @@ class APGD(Attack):
       ``[eps / 10, eps]``.
 
     ``steps = n`` costs ``n + 1`` forward and ``n`` backward passes per run (the last iterate needs no
-    gradient). The number of passes of the latest call is kept in ``last_forward_passes`` and
-    ``last_backward_passes``.
+    gradient); the result reports the passes of all runs (``forward_passes``, ``backward_passes``).
 
-    The model is used in the mode the caller left it in; its parameters, their ``requires_grad`` flags
-    and their ``.grad`` are left untouched (gradients are taken with respect to the input only).
+    :meth:`robustft.contracts.Attack.__call__` runs it with the model in eval mode and parameter gradients
+    off; the parameters and their ``.grad`` are left untouched (gradients are taken with respect to the input
+    only). APGD draws its random start from a generator of its own, re-seeded with ``seed`` at every call,
+    not from the training context's (:meth:`Attack.generator`): an evaluation's result on a batch then
+    depends on the batch alone, whatever the order and the process it runs in.
 
     Host-device synchronisation: none inside the step loop. Every per-step decision (momentum, the
     step-size checkpoints, restarts from the best point, the l1 sparsity update, best and misclassified
@@ -193,8 +195,6 @@ class APGD(Attack):
         self.seed = int(seed)
         self.prefer_misclassified = bool(prefer_misclassified)
         self.rho = float(rho)
-        self.last_forward_passes = 0
-        self.last_backward_passes = 0
         self._forward = 0
         self._backward = 0
 
@@ -206,9 +206,9 @@ class APGD(Attack):
             f"seed={self.seed}, prefer_misclassified={self.prefer_misclassified})"
         )
 
-    # ------------------------------------------------------------------------------------- public call
+    # ------------------------------------------------------------------------------------- the attack
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         x = x.detach()
         y = y.detach().to(device=x.device, dtype=torch.long)
         if x.shape[0] != y.shape[0]:
@@ -263,9 +263,8 @@ class APGD(Attack):
                     out_loss[idx] = torch.where(take, run_loss, old_loss)
                     success[idx] = run_success
 
-        self.last_forward_passes = self._forward
-        self.last_backward_passes = self._backward
-        return AttackResult(x_adv=out_x, loss=out_loss, success=success)
+        return AttackResult(x_adv=out_x, loss=out_loss, success=success,
+                            forward_passes=self._forward, backward_passes=self._backward)
 
     # ------------------------------------------------------------------------------------------- pieces
 
@@ -480,16 +479,22 @@ class APGDFactory(AttackFactory):
     name = "apgd"
     description = "Auto-PGD (Croce & Hein 2020; l1-APGD 2021): CE, DLR and targeted DLR, l1/l2/l-inf."
     norms = (Norm.L1, Norm.L2, Norm.LINF)
+    options = {
+        "loss": "objective: " + ", ".join(LOSSES),
+        "restarts": "runs per target, each on the points no earlier run misclassified (a positive integer)",
+        "n_target_classes": "target classes of dlr-targeted (a positive integer)",
+        "random_start": "start from a random point of the ball (True or False)",
+        "topk": "l1: initial fraction of coordinates a step moves (in (0, 1])",
+        "use_largereps": "l1: the 3 eps, 2 eps, eps stages of AutoAttack (True or False)",
+        "seed": "seed of the random start, re-seeded at every call (an integer)",
+        "prefer_misclassified": "return a misclassified iterate where one was found (True or False)",
+        "rho": "oscillation threshold of the l-inf/l2 step-size schedule (in (0, 1])",
+    }
 
     def build(self, norm: Norm, eps: float, *, steps: int, purpose: str = "train", **options: Any) -> APGD:
         if purpose not in PURPOSE_DEFAULTS:
             raise BadInputError(f"APGD purpose {purpose!r} is not valid: it must be 'train' or 'eval'.")
-        allowed = set(PURPOSE_DEFAULTS[purpose]) | {"rho"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise BadInputError(
-                f"Unknown APGD option {unknown[0]!r}: valid options are {', '.join(sorted(allowed))}."
-            )
+        self.check_options(options)
         norm = Norm.parse(norm)
         settings = {**PURPOSE_DEFAULTS[purpose], "rho": 0.75, **options}
         # Fractions (radii are parsed exactly) and numpy scalars are welcome; bools are not numbers here.

@@ -7,8 +7,9 @@ projects onto the l-inf ball and the box. One forward and one backward pass find
 pass gives the loss and the per-point success at the returned point (``success``: misclassified there). It
 is the cheap training attack behind fast adversarial training; as a per-norm training attack
 (``--attack inf=fgsm-rs --attack 1=apgd``) it serves l-inf while another family serves the other norms.
-Steps are ignored (the attack has one); the random start draws from torch's global generator, which the
-engine seeds and checkpoints.
+Steps are ignored (the attack has one). The random start draws from the attack's generator
+(:meth:`robustft.plugin.Attack.generator`): in training the one the context seeds from the run's seed and
+saves in checkpoints, so a resumed run draws the starts the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ class FGSMRandomStart(Attack):
 
     def __init__(self, eps: float, alpha: float = DEFAULT_ALPHA) -> None:
         self.eps, self.alpha = float(eps), float(alpha)
-        self.last_forward_passes, self.last_backward_passes = 2, 1
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
-        start = (torch.rand(x.shape, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        noise = torch.rand(x.shape, generator=self.generator(x.device), device=x.device, dtype=x.dtype)
+        start = (noise * 2 - 1) * self.eps
         delta = project(start, x, Norm.LINF, self.eps).requires_grad_(True)
         with torch.enable_grad():
             loss = nn.functional.cross_entropy(model(x + delta), y)
@@ -50,7 +51,9 @@ class FGSMRandomStart(Attack):
         with torch.no_grad():
             logits = model(x_adv)
             point_loss = nn.functional.cross_entropy(logits, y, reduction="none")
-        return AttackResult(x_adv=x_adv.detach(), loss=point_loss, success=logits.argmax(1) != y)
+        # One forward and one backward pass for the step, one forward pass for the loss and success at x_adv.
+        return AttackResult(x_adv=x_adv.detach(), loss=point_loss, success=logits.argmax(1) != y,
+                            forward_passes=2, backward_passes=1)
 
 
 class FGSMRandomStartFactory(AttackFactory):
@@ -59,13 +62,12 @@ class FGSMRandomStartFactory(AttackFactory):
     name = "fgsm-rs"
     description = "FGSM with a random start (Wong et al. 2020): one l-inf step of 1.25 eps; fast adversarial training"
     norms = (Norm.LINF,)
+    options = {"alpha": f"the step as a multiple of eps (a positive number, default {DEFAULT_ALPHA})"}
 
     def build(self, norm: Norm, eps: float, *, steps: int, purpose: str = "train", **options: Any) -> FGSMRandomStart:
         if Norm.parse(norm) is not Norm.LINF:
             raise BadInputError(f"Attack 'fgsm-rs' is for the l-inf norm only, not {Norm.parse(norm).label}.")
-        unknown = sorted(set(options) - {"alpha"})
-        if unknown:
-            raise BadInputError(f"Unknown fgsm-rs option {unknown[0]!r}: the only option is alpha.")
+        self.check_options(options)
         alpha = options.get("alpha", DEFAULT_ALPHA)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
             raise BadInputError(f"The fgsm-rs option alpha must be a positive number, got {alpha!r}.")

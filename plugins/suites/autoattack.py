@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft.plugin import Attack, AttackResult, EvalSuite
+from robustft.plugin import Attack, AttackResult, EvalSuite, counted_passes
 from robustft.plugin import UserError
 from robustft.plugin import hookimpl
 from robustft.plugin import Norm
@@ -87,14 +87,16 @@ class AutoAttackComponent(Attack):
             self._built = (*key, attack)
         return self._built[2]
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         attack = self._attack_for(model, x.device)
-        with torch.enable_grad():
-            x_adv = attack.perturb(x, y).detach()
-        with torch.no_grad():
-            wrong = model(x_adv).argmax(1) != y
+        with counted_passes(model) as passes:  # pyautoattack does not report its passes: measure them
+            with torch.enable_grad():
+                x_adv = attack.perturb(x, y).detach()
+            with torch.no_grad():
+                wrong = model(x_adv).argmax(1) != y
         # AutoAttack optimises different objectives per attack; the evaluator needs only x_adv.
-        return AttackResult(x_adv=x_adv, loss=torch.zeros(x.shape[0], device=x.device), success=wrong)
+        return AttackResult(x_adv=x_adv, loss=torch.zeros(x.shape[0], device=x.device), success=wrong,
+                            forward_passes=passes.forward, backward_passes=passes.backward)
 
 
 class AutoAttackSuite(EvalSuite):
