@@ -19,6 +19,24 @@ from typing import Annotated, Any, Optional
 import typer
 
 import robustft
+from robustft.cli_settings import (  # the fine-tuning settings' options are generated from FinetuneConfig
+    ArchOption,
+    ChannelsLastOption,
+    CheckpointOption,
+    CudnnBenchmarkOption,
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    EpsOption,
+    ImageSizeOption,
+    JsonOption,
+    ModelDirOption,
+    PanelledCommand,
+    QuietOption,
+    SkipBadImagesOption,
+    parse_eps as _eps,
+    progress_reporter as _progress,
+)
 from robustft.errors import BadInputError, UserError
 
 app = typer.Typer(
@@ -50,170 +68,11 @@ def _root(
     _debug["on"] = debug
 
 
-# ------------------------------------------------------------------------------------------ options
-
-EpsOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--eps", help="Radius per norm, NORM=RADIUS, repeatable: --eps inf=8/255 --eps 1=12 --eps 2=0.5."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
-ModelDirOption = Annotated[Optional[str], typer.Option(help="Folder of downloaded checkpoints (RobustBench layout).")]
-CheckpointOption = Annotated[Optional[str], typer.Option(help="Local weights file for the model (timm, torchvision, file zoos).")]
-ArchOption = Annotated[Optional[str], typer.Option(help="Architecture of a file:PATH checkpoint.")]
-DataDirOption = Annotated[Optional[str], typer.Option(help="Folder holding the data set's files.")]
-ImageSizeOption = Annotated[Optional[int], typer.Option(help="Image size for image folders.")]
-DownloadOption = Annotated[Optional[bool], typer.Option("--download/--no-download", help="Allow downloading missing weights and data.")]
-SkipBadImagesOption = Annotated[Optional[bool], typer.Option("--skip-bad-images", help="Image folders: leave out files that are not readable images (default: name them and stop).")]
-ModelOption = Annotated[Optional[str], typer.Option(help="Base model: NAME or ZOO:NAME (default: the built-in digits-cnn-linf).")]
-DatasetOption = Annotated[Optional[str], typer.Option(help="Data set (default: the one the model was trained on).")]
-LrStepOption = Annotated[Optional[float], typer.Option(help="Epochs between divisions of the lr by 10 (default: a third of the run).")]
-WeightDecayOption = Annotated[Optional[float], typer.Option(help="Weight decay (default 5e-4).")]
-MomentumOption = Annotated[Optional[float], typer.Option(help="SGD momentum (default 0.9).")]
-AttackOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--attack", metavar="[NORM=]NAME", help="Training attack family for every norm (default apgd), or NORM=NAME for one norm; repeatable: --attack inf=fgsm-rs --attack 1=apgd."),
-]
-AttackStepsOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--attack-steps", metavar="[NORM=]STEPS", help="Training attack steps for every norm (default 10), or NORM=STEPS for one norm; repeatable: --attack-steps inf=5 --attack-steps 1=15."),
-]
-AttackOptionOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--attack-option", metavar="[NORM:]NAME=VALUE", help="An option of the training attack, for every norm or one (1:topk=0.1); repeatable."),
-]
-TradesBetaOption = Annotated[Optional[float], typer.Option(help="TRADES weight beta (default 6).")]
-NTrainOption = Annotated[Optional[int], typer.Option(help="Train on the first N training points only.")]
-ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on CUDA only).")]
-CudnnBenchmarkOption = Annotated[Optional[bool], typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (default: on CUDA only).")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
-LogOption = Annotated[Optional[list[str]], typer.Option("--log", metavar="NAME", help="Also log metrics to this tracker (csv, tensorboard, or a plugin's), repeatable; metrics.jsonl is always written.")]
-
-
-def _progress(quiet: bool, json_output: bool):
-    from robustft.progress import ProgressReporter, RichProgress
-
-    return ProgressReporter() if quiet else RichProgress()
-
-
-def _eps(items: list[str] | None) -> dict | None:
-    from robustft.norms import parse_eps_items
-
-    return parse_eps_items(items) if items else None
-
-
-def _options(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    parsed: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInputError(f"Option {item!r} is not of the form NAME=VALUE.")
-        parsed[key.strip()] = value.strip()
-    return parsed
-
-
-def _attack_settings(attack: list[str] | None, steps: list[str] | None, options: list[str] | None) -> dict[str, Any]:
-    """``--attack``, ``--attack-steps`` and ``--attack-option`` as per-norm tables (robustft.per_norm)."""
-    from robustft import per_norm
-
-    settings: dict[str, Any] = {}
-    if attack:
-        settings["attack"] = per_norm.from_items(attack, "--attack", str.strip)
-    if steps:
-        settings["attack_steps"] = per_norm.from_items(steps, "--attack-steps", per_norm.literal)
-    if options:
-        table: dict[str, dict[str, Any]] = {}
-        for item in options:
-            scope, colon, rest = item.partition(":")
-            if not colon or "=" in scope:  # NAME=VALUE (a value may hold a colon)
-                scope, rest = per_norm.ALL, item
-            key, sep, value = rest.partition("=")
-            if not sep or not key.strip():
-                raise BadInputError(f"Attack option {item!r} is not of the form NAME=VALUE or NORM:NAME=VALUE.")
-            slot = per_norm.norm_key(scope, "--attack-option")
-            table.setdefault(slot, {})[key.strip()] = per_norm.literal(value)
-        settings["attack_options"] = table
-    return settings
-
-
 # ------------------------------------------------------------------------------------------ finetune
 
+from robustft import cli_finetune  # noqa: E402 - its own module: options generated from FinetuneConfig
 
-@app.command()
-def finetune(
-    model: ModelOption = None,
-    dataset: DatasetOption = None,
-    scheme: Annotated[Optional[str], typer.Option(help="Training scheme (default e-at); see 'robustft list schemes'.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 3).")] = None,
-    norms: Annotated[Optional[str], typer.Option(help="Training norms, e.g. 1,inf (default: the scheme's).")] = None,
-    eps: EpsOption = None,
-    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate, divided by 10 every --lr-step epochs (default: every third of the run).")] = None,
-    lr_step: LrStepOption = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="step (fine-tuning, default), piecewise or cyclic (from scratch).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 128).")] = None,
-    weight_decay: WeightDecayOption = None,
-    momentum: MomentumOption = None,
-    attack: AttackOption = None,
-    attack_steps: AttackStepsOption = None,
-    attack_option: AttackOptionOption = None,
-    outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades (TRADES-XENT) at the adversarial points.")] = None,
-    trades_beta: TradesBetaOption = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE, repeatable.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    device: DeviceOption = None,
-    out: Annotated[Optional[str], typer.Option(help="Run folder (default runs/<timestamp>-<model>-<scheme>).")] = None,
-    n_train: NTrainOption = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0 on CPU, up to 4 on CUDA).")] = None,
-    model_dir: ModelDirOption = None,
-    checkpoint: CheckpointOption = None,
-    arch: ArchOption = None,
-    data_dir: DataDirOption = None,
-    image_size: ImageSizeOption = None,
-    extra_data: Annotated[Optional[str], typer.Option(help="Pseudo-labelled extra data mixed half-and-half into each batch.")] = None,
-    download: DownloadOption = None,
-    skip_bad_images: SkipBadImagesOption = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file of settings; command-line options override it.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last good checkpoint (with its config.toml).")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="Also checkpoint every N batches (default 0: at epoch ends only).")] = None,
-    max_nan_batches: Annotated[Optional[int], typer.Option(help="Skip up to N batches with a non-finite loss before stopping (default 0).")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Mixed precision: bf16, fp16 (with a gradient scaler) or off; default bf16 on CUDA (fp16 on GPUs without bf16), off on CPU.")] = None,
-    attack_precision: Annotated[Optional[str], typer.Option(help="Training attacks in fp32 (default, as the papers' code) or amp (the run's --amp autocast: faster, weaker).")] = None,
-    channels_last: ChannelsLastOption = None,
-    cudnn_benchmark: CudnnBenchmarkOption = None,
-    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default off).")] = None,
-    pin_memory: Annotated[Optional[bool], typer.Option("--pin-memory/--no-pin-memory", help="Page-locked training batches, copied to the GPU asynchronously (default: on CUDA only).")] = None,
-    log: LogOption = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-) -> None:
-    """Fine-tune a robust model with a scheme (E-AT by default) and write a run folder."""
-    from robustft.engine import finetune as run_finetune
-    from robustft.report import print_json
-    from robustft.rundir import relative
-
-    result = run_finetune(
-        config_file=config,
-        resume=resume, checkpoint_every=checkpoint_every, max_nan_batches=max_nan_batches,
-        amp=amp, attack_precision=attack_precision, channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, compile=compile_model, pin_memory=pin_memory,
-        progress=_progress(quiet, json_output),
-        model=model, dataset=dataset, scheme=scheme, epochs=epochs, norms=norms, eps=_eps(eps), lr=lr,
-        lr_step=lr_step, lr_schedule=lr_schedule, outer_loss=outer_loss, trades_beta=trades_beta, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, **_attack_settings(attack, attack_steps, attack_option),
-        options=_options(option), seed=seed, device=device, out=out, n_train=n_train,
-        workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
-        image_size=image_size, extra_data=extra_data, download=download, skip_bad_images=skip_bad_images, log=log or (),
-    )
-    from robustft.distributed import is_main
-
-    if not is_main():  # under torchrun, rank 0 alone reports
-        return
-    if json_output:
-        print_json(result.as_dict())
-    else:
-        last = result.epochs[-1] if result.epochs else {}
-        typer.echo(f"Run finished: {relative(result.run_dir)} (final loss {last.get('loss', float('nan')):.4f}).")
-        typer.echo("Evaluate it against its base model with: robustft eval --norms 1,2,inf")
+app.command("finetune", cls=PanelledCommand)(cli_finetune.finetune)
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -293,70 +152,7 @@ def eval_command(
 
 # ------------------------------------------------------------------------------------------- compare
 
-
-@app.command()
-def compare(
-    schemes: Annotated[str, typer.Option(help="Schemes to compare, comma-separated: e-at,ramp,max,msd,sat,avg.")],
-    seeds: Annotated[int, typer.Option(help="Seeds per scheme (--seed, --seed + 1, ...).")] = 3,
-    out: Annotated[Optional[str], typer.Option(help="Comparison folder (default runs/compare-<timestamp>); rerun with it to continue.")] = None,
-    model: ModelOption = None,
-    dataset: DatasetOption = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default 3).")] = None,
-    eps: EpsOption = None,
-    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate.")] = None,
-    lr_step: LrStepOption = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="step (default), piecewise or cyclic.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (default 128).")] = None,
-    weight_decay: WeightDecayOption = None,
-    momentum: MomentumOption = None,
-    attack: AttackOption = None,
-    attack_steps: AttackStepsOption = None,
-    attack_option: AttackOptionOption = None,
-    outer_loss: Annotated[Optional[str], typer.Option(help="ce (default) or trades.")] = None,
-    trades_beta: TradesBetaOption = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Scheme option NAME=VALUE for every scheme that has it, repeatable.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="First seed (default 0).")] = None,
-    n_train: NTrainOption = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes (default 0).")] = None,
-    model_dir: ModelDirOption = None,
-    checkpoint: CheckpointOption = None,
-    arch: ArchOption = None,
-    data_dir: DataDirOption = None,
-    image_size: ImageSizeOption = None,
-    download: DownloadOption = None,
-    skip_bad_images: SkipBadImagesOption = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file of fine-tuning settings; options override it.")] = None,
-    norms: Annotated[str, typer.Option(help="Evaluation norms, e.g. 1,2,inf.")] = "1,2,inf",
-    n_ex: Annotated[int, typer.Option(help="Number of test points (the first N).")] = 1000,
-    steps: Annotated[int, typer.Option(help="Evaluation attack steps.")] = 100,
-    suite: Annotated[str, typer.Option(help="Evaluation suite.")] = "e-at",
-    eval_batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 500,
-    device: DeviceOption = None,
-    log: LogOption = None,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
-) -> None:
-    """Fine-tune one base model with several schemes and seeds; table of mean ± std (E-AT Table 12 style)."""
-    from robustft.compare import compare as run_compare, compare_table
-    from robustft.report import print_json, stdout_console
-
-    report = run_compare(
-        schemes, seeds=seeds, out=out, norms=norms, n_ex=n_ex, steps=steps, suite=suite, eval_batch_size=eval_batch_size,
-        config_file=config, progress=_progress(quiet, json_output),
-        model=model, dataset=dataset, epochs=epochs, eps=_eps(eps), lr=lr, lr_step=lr_step, lr_schedule=lr_schedule,
-        batch_size=batch_size, weight_decay=weight_decay, momentum=momentum, **_attack_settings(attack, attack_steps, attack_option),
-        outer_loss=outer_loss, trades_beta=trades_beta, options=_options(option), seed=seed, n_train=n_train,
-        workers=workers, model_dir=model_dir, checkpoint=checkpoint, arch=arch, data_dir=data_dir,
-        image_size=image_size, download=download, skip_bad_images=skip_bad_images, device=device, log=log or (),
-    )
-    from robustft.distributed import is_main
-
-    if not is_main():  # under torchrun, rank 0 alone prints the table
-        return
-    if json_output:
-        print_json(report.as_dict())
-    else:
-        stdout_console().print(compare_table(report))
+app.command("compare", cls=PanelledCommand)(cli_finetune.compare)
 
 
 # ------------------------------------------------------------------------------------------ geometry
