@@ -244,7 +244,7 @@ def compare(
     resolved before any compute, so a misspelt scheme costs nothing. ``log`` names the experiment trackers of
     every run (robustft/loggers.py); each also gets the run's evaluation when it is made.
     """
-    from robustft.engine import finetune
+    from robustft.training import finetune
     from robustft.evaluation import evaluate_model, load_run_model
     from robustft.loggers import Loggers, eval_summary, summarise_finished
     from robustft.models import resolve_dataset, resolve_model, select_device

@@ -77,7 +77,7 @@ def test_the_core_never_imports_plugins_and_the_library_never_imports_the_cli():
 @pytest.mark.parametrize(
     "check,source,expected",
     [
-        (plugin_violations, "from robustft.engine import PassCounter\n", "imports robustft.engine"),
+        (plugin_violations, "from robustft.training import PassCounter\n", "imports robustft.training"),
         (plugin_violations, "def f():\n    import robustft.contracts\n", "imports robustft.contracts"),
         (core_violations, "from robustft_plugins.zoos.file_zoo import X\n", "imports the built-in plugin"),
         (core_violations, "def f():\n    from robustft.cli import app\n", "imports the command line"),

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import robustft
-from robustft.engine import RunInterrupted
+from robustft.training import RunInterrupted
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
 from robustft.progress import ProgressReporter
@@ -166,7 +166,7 @@ def test_resume_refuses_conflicting_options_and_finished_runs(tmp_path, base_mod
 
 def test_gpu_switches_are_off_on_the_cpu_and_on_for_cuda():
     from robustft.config import FinetuneConfig
-    from robustft.engine import Performance
+    from robustft.training import Performance
 
     cpu = Performance.resolve(FinetuneConfig(), torch.device("cpu"))
     assert (cpu.amp, cpu.channels_last, cpu.cudnn_benchmark, cpu.compile, cpu.workers) == ("off", False, False, False, 0)
@@ -178,7 +178,7 @@ def test_gpu_switches_are_off_on_the_cpu_and_on_for_cuda():
 
 def test_pinned_memory_follows_the_device_unless_set():
     from robustft.config import FinetuneConfig
-    from robustft.engine import Performance
+    from robustft.training import Performance
 
     resolve = Performance.resolve
     assert not resolve(FinetuneConfig(), torch.device("cpu")).pin_memory
