@@ -1,9 +1,6 @@
-"""The training loop: epochs of steps, for every scheme (what a scheme owns is its loss).
-
-Everything around the loop lives beside it in this package: the device's precision (``precision``), the
-context schemes train with (``context``), checkpoints and resume (``checkpoints``), signals (``signals``) and
-the non-finite guard (``nonfinite``); docs/algorithms.md says how they fit together.
-"""
+"""The training loop: epochs of steps, for every scheme (a scheme owns only its loss). What surrounds the loop
+(precision, the training context, checkpoints, signals, the non-finite guard) lives beside it in this package;
+docs/algorithms.md maps it."""
 
 from __future__ import annotations
 
@@ -161,7 +158,8 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> dict[str, Any]:
         seconds = self.stats.seconds + time.perf_counter() - self._clock
-        record = {**epoch_record(epoch, self.stats, self.ctx.passes.as_dict(), seconds, self.ctx.device), **self.scheme.on_epoch_end(self.ctx)}
+        record = epoch_record(epoch, self.stats, self.ctx.passes.as_dict(), seconds, self.ctx.device)
+        record.update(self.scheme.on_epoch_end(self.ctx))
         if distributed.is_distributed():
             record["processes"] = distributed.world_size()
         if self.main:
@@ -171,7 +169,8 @@ class Trainer:
 
     def save(self, epoch: int, batch: int) -> Path:
         """Checkpoint after ``batch`` batches of epoch ``epoch`` (0-based); ``batch == 0``: after ``epoch`` epochs."""
-        return self.checkpoints.save(epoch, batch, stats=self.stats, nan_batches=self.guard.nan_batches, data_epoch_start=self.data_epoch_start)
+        return self.checkpoints.save(epoch, batch, stats=self.stats, nan_batches=self.guard.nan_batches,
+                                     data_epoch_start=self.data_epoch_start)
 
     def _interrupt(self, epoch: int, *, epoch_done: bool = False) -> None:
         where = f"epoch {epoch + 1}" if epoch_done else f"epoch {epoch + 1}, batch {self.ctx.batch}"
