@@ -29,7 +29,7 @@ SINGLE = {"inf": "linf-at", "1": "l1-at"}
 
 def measure(rounds: int, batch: int, steps: int, device: torch.device) -> dict[str, Any]:
     from robustft.config import FinetuneConfig
-    from robustft.engine import EngineContext
+    from robustft.training import EngineContext
     from robustft.models import load_model, resolve_dataset
     from robustft.norms import Norm
     from robustft.pluginmanager import registries

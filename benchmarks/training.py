@@ -2,7 +2,7 @@
 
 Efficiency (issue 5): ``(k + 1) * t_clean / t_adv``, with ``t_clean`` one clean training step (forward,
 backward, SGD step) and ``t_adv`` one step of l-inf adversarial training with a k-step APGD attack
-through the engine's own :class:`robustft.engine.EngineContext` and the ``linf-at`` scheme. A k-step
+through the engine's own :class:`robustft.training.EngineContext` and the ``linf-at`` scheme. A k-step
 attack is k + 1 forward and k backward passes (input gradients only), the update one forward and one
 backward pass, so 1.0 is roughly the compute floor; overheads outside the model push it down.
 
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 def efficiency(work: Workload, device: torch.device, steps: int, repeats: int) -> dict[str, Any]:
     from robustft.config import FinetuneConfig
-    from robustft.engine import EngineContext
+    from robustft.training import EngineContext
     from robustft.norms import Norm
     from robustft.pluginmanager import registries
 
@@ -83,7 +83,7 @@ def efficiency(work: Workload, device: torch.device, steps: int, repeats: int) -
 
 def scheme_epoch(scheme: str, *, device: str, n_train: int, batch_size: int, steps: int) -> dict[str, Any]:
     """One epoch of ``scheme`` in this process (the worker side of :func:`schemes`)."""
-    from robustft.engine import finetune
+    from robustft.training import finetune
 
     from robustft.models import load_model, resolve_dataset
     from robustft.pluginmanager import registries

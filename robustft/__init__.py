@@ -20,7 +20,7 @@ from robustft.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
-    "finetune": ("robustft.engine", "finetune"),
+    "finetune": ("robustft.training", "finetune"),
     "evaluate": ("robustft.evaluation", "evaluate"),
     "compare": ("robustft.compare", "compare"),
     "geometry": ("robustft.geometry", "geometry"),

@@ -24,7 +24,7 @@ def finetune(
     quiet: QuietOption = False,
 ) -> None:
     """Fine-tune a robust model with a scheme (E-AT by default) and write a run folder."""
-    from robustft.engine import finetune as run_finetune
+    from robustft.training import finetune as run_finetune
     from robustft.report import print_json
     from robustft.rundir import relative
 

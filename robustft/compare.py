@@ -245,8 +245,8 @@ def compare(
     resolved before any compute, so a misspelt scheme costs nothing. ``log`` names the experiment trackers of
     every run (robustft/loggers.py); each also gets the run's evaluation when it is made.
     """
-    from robustft.engine import finetune
     from robustft.evaluation import evaluate_model
+    from robustft.training import finetune
     from robustft.loggers import Loggers, eval_summary, summarise_finished
     from robustft.models import select_device
     from robustft.subjects import Subject, resolve

@@ -64,7 +64,7 @@ API_VERSION = "1.0"
 _LAZY = {
     "registries": ("robustft.pluginmanager", "registries"),
     "resolve_dataset": ("robustft.models", "resolve_dataset"),
-    "PassCounter": ("robustft.engine", "PassCounter"),
+    "PassCounter": ("robustft.training", "PassCounter"),
 }
 
 

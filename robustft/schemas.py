@@ -8,8 +8,8 @@ first field that is wrong. Consumers keep using the plain dict afterwards.
 
 ``run.json`` carries a format number (1; files without the key are format 1): a file from a newer robustft
 (a higher number) is refused, not guessed at. Training checkpoints carry the marker
-``"format": "robustft-checkpoint"`` (``engine.CHECKPOINT_FORMAT``), which ``engine.load_last_checkpoint``
-checks before this schema.
+``"format": "robustft-checkpoint"`` (``CHECKPOINT_FORMAT`` in robustft/training/checkpoints.py), which
+``load_last_checkpoint`` there checks before this schema.
 """
 
 from __future__ import annotations
@@ -139,10 +139,10 @@ class RunInfo(Schema):
 
 @dataclasses.dataclass
 class Checkpoint(Schema):
-    """A training checkpoint (``checkpoints/epoch-NNN[-batch-MMMM].pt``), as ``engine.Trainer`` writes it."""
+    """A training checkpoint (``checkpoints/epoch-NNN[-batch-MMMM].pt``), as robustft/training/checkpoints.py writes it."""
 
     what: ClassVar[str] = "checkpoint"
-    #: The keys of ``epoch_stats`` (``engine.EpochStats``' fields).
+    #: The keys of ``epoch_stats`` (``robustft.training.results.EpochStats``' fields).
     epoch_stats_keys: ClassVar[frozenset[str]] = frozenset({"images", "loss_sum", "seconds", "nan_batches", "passes_before"})
     rng_keys: ClassVar[tuple[str, ...]] = ("torch", "data", "scheme")
 

@@ -4,7 +4,8 @@
    ``robustft.plugin`` (and ``robustft_plugins`` modules, their own package);
 2. the core (``robustft/``) never imports a built-in plugin: plugins are found through entry points, as a
    third party's would be;
-3. the library never imports the command line (``robustft.cli*``), which is a thin layer over it.
+3. the library never imports the command line (``robustft.cli*``), which is a thin layer over it;
+4. the training package's modules stay small (one job each, the loop in one screen).
 
 Each contract is also shown failing on a module written to break it.
 """
@@ -57,6 +58,18 @@ def sources(*folders: str) -> Iterator[tuple[str, str]]:
             yield str(path.relative_to(REPO)), path.read_text(encoding="utf-8")
 
 
+#: Lines per module of the training package, so that each keeps one job and the loop reads in one screen
+#: (docs/algorithms.md, "How the training package is organised").
+TRAINING_MODULE_LINES, TRAINING_LOOP_LINES = 300, 200
+
+
+def test_the_training_package_keeps_its_modules_small():
+    sizes = {where: text.count("\n") for where, text in sources("robustft/training")}
+    assert "robustft/training/loop.py" in sizes
+    limits = {where: TRAINING_LOOP_LINES if where.endswith("/loop.py") else TRAINING_MODULE_LINES for where in sizes}
+    assert {where: n for where, n in sizes.items() if n > limits[where]} == {}
+
+
 def test_plugins_import_only_the_public_plugin_api():
     found = [v for where, text in sources("plugins", "examples") if "/tests/" not in where
              for v in plugin_violations(text, where)]
@@ -71,7 +84,7 @@ def test_the_core_never_imports_plugins_and_the_library_never_imports_the_cli():
 @pytest.mark.parametrize(
     "check,source,expected",
     [
-        (plugin_violations, "from robustft.engine import PassCounter\n", "imports robustft.engine"),
+        (plugin_violations, "from robustft.training import PassCounter\n", "imports robustft.training"),
         (plugin_violations, "def f():\n    import robustft.contracts\n", "imports robustft.contracts"),
         (core_violations, "from robustft_plugins.zoos.file_zoo import X\n", "imports the built-in plugin"),
         (core_violations, "def f():\n    from robustft.cli import app\n", "imports the command line"),

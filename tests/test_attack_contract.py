@@ -13,7 +13,7 @@ from torch import nn
 import robustft
 from robustft.config import FinetuneConfig
 from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.engine import EngineContext, RunInterrupted
+from robustft.training import EngineContext, RunInterrupted
 from robustft.errors import BadInputError, UnknownNameError
 from robustft.hookspecs import hookimpl
 from robustft.io import load_torch

@@ -105,7 +105,7 @@ def _called_with(monkeypatch, capsys, module: str, function: str, *args: str) ->
 
 def test_finetune_options_reach_the_library_parsed(monkeypatch, capsys):
     seen = _called_with(
-        monkeypatch, capsys, "robustft.engine", "finetune",
+        monkeypatch, capsys, "robustft.training", "finetune",
         "finetune", "--epochs", "2", "--norms", "1,inf", "--eps", "inf=8/255", "--attack", "inf=fgsm-rs", "--attack-steps", "5",
         "--attack-steps", "1=15", "--attack-option", "1:topk=0.1", "-o", "sampling=paper", "--compile", "--no-download",
         "--skip-bad-images", "--amp", "off", "--lr", "0.01", "--quiet",

@@ -96,11 +96,12 @@ FINETUNE = dict(model="digits-cnn-linf", scheme="e-at", epochs=1, n_train=480, b
 def _finetune_worker(out_dir: str, *options: str) -> None:
     """Every rank fine-tunes under torchrun and writes to ``rank<r>.json`` the norms its E-AT drew and a
     fingerprint of its final weights. ``options`` (``KEY=VALUE``) override :data:`FINETUNE`."""
-    from robustft import engine, finetune
+    from robustft import finetune
+    from robustft.training.loop import Trainer
     from robustft_plugins.schemes import eat
 
     draws: list[str] = []
-    draw, run = eat.EAT.draw, engine.Trainer.run
+    draw, fit = eat.EAT.draw, Trainer.fit
     weights: list[float] = []
 
     def recording_draw(self, ctx):  # noqa: ANN001, ANN202 - test probes around the real methods
@@ -108,12 +109,12 @@ def _finetune_worker(out_dir: str, *options: str) -> None:
         draws.append(norm.value)
         return norm
 
-    def recording_run(self, result):  # noqa: ANN001, ANN202
-        run(self, result)
+    def recording_fit(self, result):  # noqa: ANN001, ANN202
+        fit(self, result)
         weights.extend(float(p.double().sum()) for p in self.model.parameters())
 
     eat.EAT.draw = recording_draw  # type: ignore[method-assign]
-    engine.Trainer.run = recording_run  # type: ignore[method-assign]
+    Trainer.fit = recording_fit  # type: ignore[method-assign]
     given = dict(o.split("=", 1) for o in options)
     settings: dict = {**FINETUNE, **{k: int(v) if v.isdigit() else v for k, v in given.items()}}
     if "gp" in settings:
@@ -232,7 +233,7 @@ def test_worker_seeds_differ_by_rank_and_rank_zero_keeps_its_own() -> None:
 
 def test_train_context_distributed_hooks_are_identities_in_one_process() -> None:
     from robustft.contracts import TrainContext
-    from robustft.engine import EngineContext
+    from robustft.training import EngineContext
     from robustft_plugins.attacks.apgd import APGDFactory
 
     class Bare(TrainContext):  # a third-party context that implements only the abstract methods

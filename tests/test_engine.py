@@ -11,7 +11,7 @@ from torch import nn
 
 import robustft
 from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.engine import EngineContext
+from robustft.training import EngineContext
 from robustft.schedules import lr_at
 from robustft.io import load_torch
 from robustft.norms import Norm
@@ -164,7 +164,7 @@ def test_out_folder_must_be_empty(tmp_path):
 
 
 def test_trades_outer_loss_matches_its_formula():
-    from robustft.engine import FinetuneConfig
+    from robustft.config import FinetuneConfig
     from robustft.losses import outer_loss
 
     torch.manual_seed(0)

@@ -204,7 +204,7 @@ CLI_CASES = [
     (["finetune", "--resume", "EMPTYRUN"], "is not a robustft run folder"),
     (["finetune", "--resume", "EMPTYRUN", "--config", "BAD.toml"], "Give --resume or --config"),
     (["finetune", "--out", "FILE/run"], "cannot be created: {str(anchor)!r} is a file"),
-    (["finetune", "--out", "BUSY"], "is not empty"),
+    (["finetune", "--out", "BUSY"], "is not empty; choose another --out or remove it"),  # not export's, whose message goes on
     (["eval", "--model", "digits-cnn-linf", "--run", "x"], "Give --model or --run, not both"),
     (["eval", "--model", "digits-cnn-linf", "--n-ex", "0"], "--n-ex must be positive"),
     (["eval", "--model", "digits-cnn-linf", "--suite", "e-att"], "Unknown {self.kind}"),

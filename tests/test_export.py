@@ -21,7 +21,7 @@ TINY_EVAL = {"norms": "1,2,inf", "n_ex": 40, "steps": 3}
 @pytest.fixture(scope="module")
 def evaluated_run(base_model, tmp_path_factory):
     """A one-epoch E-AT run on digits with its stored evaluation (``eval --run`` writes eval.json)."""
-    from robustft.engine import finetune
+    from robustft.training import finetune
     from robustft.evaluation import evaluate
 
     root = tmp_path_factory.mktemp("export")

@@ -13,7 +13,7 @@ from torch import nn
 
 from helpers import count_host_syncs
 from robustft.config import FinetuneConfig
-from robustft.engine import EngineContext
+from robustft.training import EngineContext
 from robustft.norms import Norm
 from robustft.pluginmanager import registries
 from robustft_plugins.attacks.apgd import APGDFactory

@@ -23,7 +23,7 @@ TINY_CLI = ("--epochs", "2", "--n-train", "64", "--attack-steps", "1", "--device
 
 
 def finetune(out: Path, **options):
-    from robustft.engine import finetune as run
+    from robustft.training import finetune as run
 
     return run(out=str(out), **{**TINY, **options})
 
@@ -70,7 +70,7 @@ def test_csv_content_equals_metrics(base_model, tmp_path, capsys, monkeypatch):
 
 
 def test_a_resumed_run_rewrites_the_csv_from_the_kept_records(base_model, tmp_path):
-    from robustft.engine import finetune as run
+    from robustft.training import finetune as run
 
     out = tmp_path / "run"
     finetune(out, epochs=1, log=["csv"])

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from helpers import cli_in_process
 from robustft.config import FinetuneConfig
 from robustft.contracts import AttackFactory
-from robustft.engine import EngineContext
+from robustft.training import EngineContext
 from robustft.errors import BadInputError
 from robustft.lp import check_in_ball_and_box, project
 from robustft.norms import Norm

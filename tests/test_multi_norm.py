@@ -17,7 +17,7 @@ from torch import nn
 from helpers import cli_in_process
 from robustft.config import FinetuneConfig
 from robustft.contracts import Attack, AttackFactory, AttackResult, TrainContext
-from robustft.engine import EngineContext
+from robustft.training import EngineContext
 from robustft.errors import BadInputError
 from robustft.losses import outer_loss
 from robustft.norms import Norm

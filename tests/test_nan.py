@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import robustft
 from robustft import hookimpl
 from robustft.contracts import Scheme, SchemeOptions, option
-from robustft.engine import TrainingError
+from robustft.training import TrainingError
 from robustft.io import load_torch
 from robustft.norms import Norm
 from robustft.pluginmanager import PluginHost

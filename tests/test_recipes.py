@@ -13,7 +13,7 @@ import robustft
 from helpers import cli_in_process
 from robustft.config import build_config, with_recipe
 from robustft.contracts import ModelInfo
-from robustft.engine import _learning_rate
+from robustft.training.preflight import learning_rate
 from robustft.hookspecs import hookimpl
 from robustft.norms import Norm
 from robustft.pluginmanager import PluginHost
@@ -56,10 +56,10 @@ def test_learning_rate_order():
     model = ModelInfo(name="big", dataset="imagenet", threat=Norm.LINF, finetune_lr=0.002)
     plain = ModelInfo(name="plain", dataset="imagenet", threat=Norm.LINF)
     recipe = with_recipe(build_config(), "imagenet", LARGE_RECIPE)
-    assert _learning_rate(recipe, model) == (0.002, "model big")  # the model's rate beats the recipe's
-    assert _learning_rate(recipe, plain) == (0.01, "recipe imagenet")
-    assert _learning_rate(build_config(lr=0.1), model) == (0.1, "option")  # the user's beats both
-    assert _learning_rate(build_config(), plain) == (0.05, "default")
+    assert learning_rate(recipe, model) == (0.002, "model big")  # the model's rate beats the recipe's
+    assert learning_rate(recipe, plain) == (0.01, "recipe imagenet")
+    assert learning_rate(build_config(lr=0.1), model) == (0.1, "option")  # the user's beats both
+    assert learning_rate(build_config(), plain) == (0.05, "default")
 
 
 class RecipeDigits(Digits):

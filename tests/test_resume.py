@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import robustft
-from robustft.engine import RunInterrupted
+from robustft.training import RunInterrupted
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
 from robustft.progress import ProgressReporter
@@ -166,7 +166,7 @@ def test_resume_refuses_conflicting_options_and_finished_runs(tmp_path, base_mod
 
 def test_gpu_switches_are_off_on_the_cpu_and_on_for_cuda():
     from robustft.config import FinetuneConfig
-    from robustft.engine import Performance
+    from robustft.training import Performance
 
     cpu = Performance.resolve(FinetuneConfig(), torch.device("cpu"))
     assert (cpu.amp, cpu.channels_last, cpu.cudnn_benchmark, cpu.compile, cpu.workers) == ("off", False, False, False, 0)
@@ -178,7 +178,7 @@ def test_gpu_switches_are_off_on_the_cpu_and_on_for_cuda():
 
 def test_pinned_memory_follows_the_device_unless_set():
     from robustft.config import FinetuneConfig
-    from robustft.engine import Performance
+    from robustft.training import Performance
 
     resolve = Performance.resolve
     assert not resolve(FinetuneConfig(), torch.device("cpu")).pin_memory
@@ -187,31 +187,55 @@ def test_pinned_memory_follows_the_device_unless_set():
     assert resolve(FinetuneConfig(pin_memory=True), torch.device("cpu")).pin_memory
 
 
-#: SHA-256 (first 16 hex digits) of the final weights of ``GOLDEN_RUN`` per scheme, as commit f28f9f3 (the
-#: last one before the GPU path, DDP and the sync-free attack loops) computed them with torch 2.14.1 on an
-#: AVX512 CPU, one thread. Floating-point results depend on the torch build and the CPU's vector unit,
-#: so the test runs where both are those.
-GOLDEN_WEIGHTS = {"e-at": "34729ab05d4b4347", "max": "1bcf2ad43569697c", "msd": "77ae8e4e7157944e", "ramp": "2c0a84ca4c1a4b91"}
-#: The digits CNN freshly initialised from the seed: no cached base model (built with whatever thread count).
-# lr_step=1: the schedule these weights were recorded with (one epoch, no decay; the default now decays by thirds)
-GOLDEN_RUN = dict(model="scratch:digits-cnn", epochs=1, n_train=64, batch_size=32, attack_steps=3, seed=1, device="cpu", lr_step=1.0)
-GOLDEN_PLATFORM = ("2.14.1", "AVX512")
+#: Two epochs of two batches, a checkpoint after every batch; the digits CNN freshly initialised from the seed
+#: (no cached base model), and the schedule decaying after the first epoch, so that a resumed run must restore it.
+REPEAT_RUN = dict(model="scratch:digits-cnn", epochs=2, n_train=64, batch_size=32, attack_steps=2, seed=1, device="cpu",
+                  lr_step=1.0, checkpoint_every=1)
 
 
-@pytest.mark.skipif(
-    (torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability()) != GOLDEN_PLATFORM,
-    reason="the recorded weights are those of torch 2.14.1 on an AVX512 CPU",
-)
-@pytest.mark.parametrize("scheme", sorted(GOLDEN_WEIGHTS))
-def test_cpu_run_gives_the_weights_it_gave_before_the_gpu_path(tmp_path, one_thread, scheme):
-    import hashlib
+def epoch_and_batch_losses(run: Path) -> list[tuple[str, int, int, float]]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["kind"], r["epoch"], r.get("batch", 0), r["loss"]) for r in records if r["kind"] in ("batch", "epoch")]
 
-    state = load_torch(robustft.finetune(out=str(tmp_path / "run"), scheme=scheme, **GOLDEN_RUN).weights)["model"]
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].contiguous().numpy().tobytes())
-    assert digest.hexdigest()[:16] == GOLDEN_WEIGHTS[scheme]  # bit for bit
+
+# Schemes with a state of their own (E-AT's running errors), one attack per norm (max), one attack across norms
+# (MSD), and their own epoch (RAMP: checkpointed at epoch ends only, so it resumes from the first epoch's end).
+@pytest.mark.parametrize("scheme", ["e-at", "max", "msd", "ramp"])
+def test_a_run_repeats_bit_for_bit_and_a_resumed_run_equals_it(tmp_path, one_thread, scheme):
+    first = robustft.finetune(out=str(tmp_path / "first"), scheme=scheme, **REPEAT_RUN)
+    second = robustft.finetune(out=str(tmp_path / "second"), scheme=scheme, **REPEAT_RUN)
+    run = tmp_path / "resumed"
+    with pytest.raises(RunInterrupted):  # SIGTERM in the second epoch's first batch
+        robustft.finetune(out=str(run), scheme=scheme, progress=SignalAfter(3), **REPEAT_RUN)
+    resumed = robustft.finetune(resume=run)
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (resume,) = [r for r in records if r["kind"] == "resume"]
+    assert resume["epoch"] == 2 and resume["batch"] == (0 if scheme == "ramp" else 1)
+    weights = [load_torch(r.weights)["model"] for r in (first, second, resumed)]
+    assert weights[0].keys() == weights[1].keys() == weights[2].keys()
+    for other in weights[1:]:
+        assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])  # bit for bit
+    assert epoch_and_batch_losses(first.run_dir) == epoch_and_batch_losses(second.run_dir) == epoch_and_batch_losses(run)
+
+
+def test_a_run_without_a_usable_checkpoint_resumes_from_its_beginning(tmp_path, one_thread, caplog):
+    options = {**REPEAT_RUN, "epochs": 1}
+    reference = robustft.finetune(out=str(tmp_path / "reference"), **options)
+    run = robustft.finetune(out=str(tmp_path / "run"), **options).run_dir
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))  # as if killed before finishing
+    for path in (run / "checkpoints").glob("*.pt"):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING, logger="robustft"):
+        result = robustft.finetune(resume=run)
+    assert any("could be used; the run starts again from the beginning" in r.getMessage() for r in caplog.records)
+    mine, theirs = load_torch(result.weights)["model"], load_torch(reference.weights)["model"]
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert epoch_and_batch_losses(run) == epoch_and_batch_losses(reference.run_dir)  # the first attempt's records trimmed
 
 
 def test_cpu_run_is_unchanged_by_the_switches_and_bf16_stays_close(tmp_path, base_model):

@@ -12,7 +12,7 @@ import torch
 import robustft
 from helpers import cli_in_process
 from robustft.config import build_config
-from robustft.engine import training_attacks
+from robustft.training import training_attacks
 from robustft.errors import BadInputError
 from robustft.norms import Norm
 from robustft.pluginmanager import registries

@@ -1,7 +1,7 @@
 """The ``jsonl`` logger: ``<run>/metrics.jsonl``, one JSON object per record (always on).
 
 This file is the run's own record: ``--resume`` trims it to the checkpoint it continues from
-(robustft/engine.py), and ``robustft compare`` reads its epoch records. Each record is appended in one
+(robustft/training/checkpoints.py), and ``robustft compare`` reads its epoch records. Each record is appended in one
 write (:func:`robustft.io.append_jsonl`), so a crash leaves at most a cut last line, which readers skip.
 Summaries are not written here: the final epoch is the file's last epoch record, and evaluations have their
 own files (``eval.json``, ``compare-eval.json``).
