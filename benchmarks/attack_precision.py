@@ -66,9 +66,11 @@ def main() -> None:
             for precision, values in runs.items()
         }
         fp32, bf16 = rows[norm.value]["fp32"], rows[norm.value]["bf16"]
-        print(f"{norm.label:6s} robust training error fp32 {fp32['robust_error']:.4f}  bf16 {bf16['robust_error']:.4f}   "
-              f"s/pass fp32 {fp32['seconds_median']:.2f}  bf16 {bf16['seconds_median']:.2f} "
-              f"(bf16/fp32 {bf16['seconds_median'] / fp32['seconds_median']:.2f})")
+        print(
+            f"{norm.label:6s} robust training error fp32 {fp32['robust_error']:.4f}  bf16 {bf16['robust_error']:.4f}   "
+            f"s/pass fp32 {fp32['seconds_median']:.2f}  bf16 {bf16['seconds_median']:.2f} "
+            f"(bf16/fp32 {bf16['seconds_median'] / fp32['seconds_median']:.2f})"
+        )
     result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")

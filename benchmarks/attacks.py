@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from common import Workload, broken, timed_alternating
 
 from robustft.lp import check_in_ball_and_box
@@ -32,13 +31,19 @@ def compare_apgd(work: Workload, device: torch.device, steps: int, repeats: int,
         eps = work.eps[norm.value]
         ours = APGDFactory().build(norm, eps, steps=steps, purpose="eval", restarts=1, loss="ce")
         theirs = APGDAttack(
-            work.model, n_iter=steps, norm=norm.autoattack_name, n_restarts=1, eps=eps, seed=0, loss="ce",
+            work.model,
+            n_iter=steps,
+            norm=norm.autoattack_name,
+            n_restarts=1,
+            eps=eps,
+            seed=0,
+            loss="ce",
             device=device,
         )
         times, outputs = timed_alternating(
             {
-                "ours": lambda: ours(work.model, work.x, work.y),
-                "theirs": lambda: theirs.perturb(work.x.clone(), work.y.clone()),
+                "ours": lambda: ours(work.model, work.x, work.y),  # noqa: B023 - timed in this iteration only
+                "theirs": lambda: theirs.perturb(work.x.clone(), work.y.clone()),  # noqa: B023
             },
             device,
             repeats,
@@ -54,7 +59,14 @@ def compare_apgd(work: Workload, device: torch.device, steps: int, repeats: int,
             broken_ours += broken(work.model, res.x_adv[valid], work.y[valid])
             outside += int((~valid).sum())
             theirs = APGDAttack(
-                work.model, n_iter=steps, norm=norm.autoattack_name, n_restarts=1, eps=eps, seed=seed, loss="ce", device=device,
+                work.model,
+                n_iter=steps,
+                norm=norm.autoattack_name,
+                n_restarts=1,
+                eps=eps,
+                seed=seed,
+                loss="ce",
+                device=device,
             )
             broken_theirs += broken(work.model, theirs.perturb(work.x.clone(), work.y.clone()), work.y)
         rows.append(

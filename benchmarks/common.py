@@ -160,9 +160,7 @@ def cifar_workload(device: torch.device, n: int, width: int) -> Workload:
         model.train()(x)
         y = model.eval()(x).argmax(1)
     eps = {"inf": 0.25 / 255, "2": 0.03, "1": 1.0}
-    return Workload(
-        f"preact-w{width}", model, x, y, eps, f"PreAct-ResNet-18 layout, width {width}, random weights, {n} points, 3x32x32"
-    )
+    return Workload(f"preact-w{width}", model, x, y, eps, f"PreAct-ResNet-18 layout, width {width}, random weights, {n} points, 3x32x32")
 
 
 def broken(model: nn.Module, x_adv: Tensor, y: Tensor) -> int:

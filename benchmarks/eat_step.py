@@ -29,10 +29,10 @@ SINGLE = {"inf": "linf-at", "1": "l1-at"}
 
 def measure(rounds: int, batch: int, steps: int, device: torch.device) -> dict[str, Any]:
     from robustft.config import FinetuneConfig
-    from robustft.training import EngineContext
     from robustft.models import load_model, resolve_dataset
     from robustft.norms import Norm
     from robustft.pluginmanager import registries
+    from robustft.training import EngineContext
 
     regs = registries()
     model, _ = load_model("digits-cnn-linf", regs, device)
@@ -40,8 +40,15 @@ def measure(rounds: int, batch: int, steps: int, device: torch.device) -> dict[s
     x, y = next(iter(torch.utils.data.DataLoader(train, batch_size=batch)))
     x, y = x.to(device), y.to(device)
     ctx = EngineContext(
-        model=model, device=device, eps={Norm.LINF: 0.1, Norm.L1: 2.0}, attack_factory=regs.attacks.get("apgd"),
-        attack_steps=steps, epochs=1, batches_per_epoch=1, rng=torch.Generator().manual_seed(0), num_classes=10,
+        model=model,
+        device=device,
+        eps={Norm.LINF: 0.1, Norm.L1: 2.0},
+        attack_factory=regs.attacks.get("apgd"),
+        attack_steps=steps,
+        epochs=1,
+        batches_per_epoch=1,
+        rng=torch.Generator().manual_seed(0),
+        num_classes=10,
         config=FinetuneConfig(lr=0.0),  # lr 0: every round attacks the same model
     )
     schemes = {
@@ -53,7 +60,7 @@ def measure(rounds: int, batch: int, steps: int, device: torch.device) -> dict[s
     draws: list[str] = []
     order = list(schemes)
     for r in range(rounds + 1):  # round 0 warms up and is dropped
-        for name in order[r % 3:] + order[: r % 3]:
+        for name in order[r % 3 :] + order[: r % 3]:
             model.train()
             synchronize(device)
             start = time.perf_counter()
@@ -77,8 +84,12 @@ def measure(rounds: int, batch: int, steps: int, device: torch.device) -> dict[s
         for norm in sorted(set(draws))
     }
     return {
-        "rounds": rounds, "batch": int(x.shape[0]), "attack_steps": steps, "device": device.type,
-        "median_ratio_e_at_to_same_norm_at": statistics.median(ratios), "per_norm": per_norm,
+        "rounds": rounds,
+        "batch": int(x.shape[0]),
+        "attack_steps": steps,
+        "device": device.type,
+        "median_ratio_e_at_to_same_norm_at": statistics.median(ratios),
+        "per_norm": per_norm,
         "median_ms": {name: 1e3 * statistics.median(v) for name, v in seconds.items()},
     }
 

@@ -29,8 +29,17 @@ def throughput(device: torch.device, n_ex: int, steps: int, batch_size: int) -> 
     for norm in (Norm.LINF, Norm.L2, Norm.L1):
         start = time.perf_counter()
         result = evaluate_model(
-            model, data, [norm], {norm: Fraction(data.default_eps[norm])}, suite=suite, registries=regs, n_ex=n_ex,
-            steps=steps, batch_size=batch_size, device=device, name="digits-cnn-linf",
+            model,
+            data,
+            [norm],
+            {norm: Fraction(data.default_eps[norm])},
+            suite=suite,
+            registries=regs,
+            n_ex=n_ex,
+            steps=steps,
+            batch_size=batch_size,
+            device=device,
+            name="digits-cnn-linf",
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -121,8 +121,9 @@ def fabricate(root: Path, per_class: int = 2) -> Path:
     return root
 
 
-def evaluate_per_norm(model: torch.nn.Module, name: str, data: Any, suite: Any, registries: Any, n_ex: int, steps: int,
-                      cache: Path, device: torch.device) -> dict[str, Any]:
+def evaluate_per_norm(
+    model: torch.nn.Module, name: str, data: Any, suite: Any, registries: Any, n_ex: int, steps: int, cache: Path, device: torch.device
+) -> dict[str, Any]:
     """Clean, per-norm and union accuracy, each norm cached on its own (per-point masks), so a killed run
     keeps every finished norm."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -133,21 +134,44 @@ def evaluate_per_norm(model: torch.nn.Module, name: str, data: Any, suite: Any, 
         if path.is_file():
             stored = json.loads(path.read_text())
         else:
-            result = evaluate_model(model, data, [norm], data.default_eps, suite=suite, registries=registries, n_ex=n_ex,
-                                    steps=steps, batch_size=250, device=device, seed=0, name=name)
-            stored = {"clean": result.per_point["clean"].tolist(), "robust": result.per_point[norm.value].tolist(),
-                      "invalid": result.invalid[norm], "seconds": result.seconds}
+            result = evaluate_model(
+                model,
+                data,
+                [norm],
+                data.default_eps,
+                suite=suite,
+                registries=registries,
+                n_ex=n_ex,
+                steps=steps,
+                batch_size=250,
+                device=device,
+                seed=0,
+                name=name,
+            )
+            stored = {
+                "clean": result.per_point["clean"].tolist(),
+                "robust": result.per_point[norm.value].tolist(),
+                "invalid": result.invalid[norm],
+                "seconds": result.seconds,
+            }
             path.write_text(json.dumps(stored))
         masks["clean"], masks[norm.value], invalid[norm.value] = stored["clean"], stored["robust"], stored["invalid"]
     n = len(masks["clean"])
     union = [all(masks[k][i] for k in masks) for i in range(n)]
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    return {"name": name, "n": n, "clean": mean(masks["clean"]), "robust": {n_.value: mean(masks[n_.value]) for n_ in NORMS},
-            "union": mean(union), "invalid": invalid}
+    return {
+        "name": name,
+        "n": n,
+        "clean": mean(masks["clean"]),
+        "robust": {n_.value: mean(masks[n_.value]) for n_ in NORMS},
+        "union": mean(union),
+        "invalid": invalid,
+    }
 
 
-def radius_curve(model: torch.nn.Module, name: str, data: Any, suite: Any, registries: Any, n_ex: int, steps: int,
-                 path: Path, device: torch.device) -> dict[str, Any]:
+def radius_curve(
+    model: torch.nn.Module, name: str, data: Any, suite: Any, registries: Any, n_ex: int, steps: int, path: Path, device: torch.device
+) -> dict[str, Any]:
     """Robust accuracy at each radius of :data:`CURVE_RADII` (``robustft eval --radii``), cached in ``path``."""
     from robustft.norms import parse_radius
     from robustft.sweep import sweep_radii
@@ -155,8 +179,21 @@ def radius_curve(model: torch.nn.Module, name: str, data: Any, suite: Any, regis
     if path.is_file():
         return json.loads(path.read_text())
     sweep = {norm: sweep_radii(parse_radius(a), parse_radius(b), count) for norm, (a, b, count) in CURVE_RADII.items()}
-    result = evaluate_model(model, data, list(NORMS), data.default_eps, suite=suite, registries=registries, n_ex=n_ex,
-                            steps=steps, batch_size=250, device=device, seed=0, name=name, sweep=sweep).as_dict()
+    result = evaluate_model(
+        model,
+        data,
+        list(NORMS),
+        data.default_eps,
+        suite=suite,
+        registries=registries,
+        n_ex=n_ex,
+        steps=steps,
+        batch_size=250,
+        device=device,
+        seed=0,
+        name=name,
+        sweep=sweep,
+    ).as_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return result
@@ -185,8 +222,11 @@ def time_schemes(common: dict[str, Any], folder: Path, rounds: int, images: int)
             shutil.rmtree(run_dir, ignore_errors=True)  # a run killed while being timed starts again
             finetune(**{**options, "epochs": 1, "n_train": images}, scheme=scheme, seed=seed, out=str(run_dir))
             epoch = next(r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch")
-            stored[key] = {"seconds": epoch["seconds"], "images": epoch["images"],
-                           "passes": sum(int(v) for v in epoch.get("passes", {}).values())}
+            stored[key] = {
+                "seconds": epoch["seconds"],
+                "images": epoch["images"],
+                "passes": sum(int(v) for v in epoch.get("passes", {}).values()),
+            }
             path.write_text(json.dumps(stored, indent=2))
             shutil.rmtree(run_dir)
     return timing_summary(path, rounds)
@@ -203,16 +243,23 @@ def timing_summary(path: Path, rounds: int) -> dict[str, Any] | None:
         return None
     per_image = {scheme: statistics.median(r["seconds"] / r["images"] for r in found) for scheme, found in runs.items()}
     passes = {scheme: statistics.median(r["passes"] / r["images"] for r in found) for scheme, found in runs.items()}
-    return {"rounds": rounds, "images": runs["linf-at"][0]["images"], "seconds_per_image": per_image,
-            "passes_per_image": passes, "relative": {scheme: per_image[scheme] / per_image["linf-at"] for scheme in TIMED}}
+    return {
+        "rounds": rounds,
+        "images": runs["linf-at"][0]["images"],
+        "seconds_per_image": per_image,
+        "passes_per_image": passes,
+        "relative": {scheme: per_image[scheme] / per_image["linf-at"] for scheme in TIMED},
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else PAPER if args.paper else FULL
     groups, fulls = _parts(args.part)
     if args.paper and not torch.cuda.is_available():
-        raise UserError("--paper runs the papers' full setting (all 50,000 images, 1,000 points, the full protocol for "
-                        "every row: days on a CPU) and needs a CUDA GPU, which this machine does not have.")
+        raise UserError(
+            "--paper runs the papers' full setting (all 50,000 images, 1,000 points, the full protocol for "
+            "every row: days on a CPU) and needs a CUDA GPU, which this machine does not have."
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = fabricate(out / "images") if args.quick else Path(args.data)
@@ -227,9 +274,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     suite = "e-at" if args.paper else ReducedProtocol.name
     model_options = {"arch": args.arch, "model_dir": args.model_dir} if args.paper else {}
     model_options = {k: v for k, v in model_options.items() if v}
-    common = dict(model=base_model, dataset=dataset, **model_options, epochs=scale.epochs, n_train=scale.n_train,
-                  attack_steps=scale.attack_steps, norms="1,2,inf", n_ex=scale.n_ex, steps=scale.steps, suite=suite,
-                  host=plugins, device=args.device)
+    common = dict(
+        model=base_model,
+        dataset=dataset,
+        **model_options,
+        epochs=scale.epochs,
+        n_train=scale.n_train,
+        attack_steps=scale.attack_steps,
+        norms="1,2,inf",
+        n_ex=scale.n_ex,
+        steps=scale.steps,
+        suite=suite,
+        host=plugins,
+        device=args.device,
+    )
     registries = plugins.registries
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     data = resolve_dataset(dataset, registries)
@@ -240,8 +298,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seeds = {"seeds": scale.seeds, "max-seeds": args.max_seeds or scale.seeds, 1: 1}
     full = {}
     if "base" in fulls:
-        full["base"] = evaluate_per_norm(base, base_model, data, full_suite, registries, scale.full_n_ex,
-                                         scale.full_steps, out / "full" / "base", device)
+        full["base"] = evaluate_per_norm(
+            base, base_model, data, full_suite, registries, scale.full_n_ex, scale.full_steps, out / "full" / "base", device
+        )
     rows = []
     base_eval = None
     for folder, schemes, how_many, options, suffix in GROUPS:
@@ -258,13 +317,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError(f"The full E-AT evaluation and the curves need the finished run {str(first_eat)!r}: run --part seeded first.")
         tuned, _ = load_run_model(first_eat, registries, device, dataset=data)
         if "e-at" in fulls:
-            full["e-at"] = evaluate_per_norm(tuned, f"+ e-at ({first_eat.name})", data, full_suite, registries,
-                                             scale.full_n_ex, scale.full_steps, out / "full" / "e-at", device)
+            full["e-at"] = evaluate_per_norm(
+                tuned,
+                f"+ e-at ({first_eat.name})",
+                data,
+                full_suite,
+                registries,
+                scale.full_n_ex,
+                scale.full_steps,
+                out / "full" / "e-at",
+                device,
+            )
         if "curves" in groups:
             suite_obj = registries.suites.get(ReducedProtocol.name)
             for name, model in (("base", base), ("e-at", tuned)):
-                radius_curve(model, name if name == "base" else f"+ e-at ({first_eat.name})", data, suite_obj, registries,
-                             CURVE_POINTS["quick" if args.quick else "full"], scale.steps, out / "curves" / f"{name}.json", device)
+                radius_curve(
+                    model,
+                    name if name == "base" else f"+ e-at ({first_eat.name})",
+                    data,
+                    suite_obj,
+                    registries,
+                    CURVE_POINTS["quick" if args.quick else "full"],
+                    scale.steps,
+                    out / "curves" / f"{name}.json",
+                    device,
+                )
     timing = None
     if "timing" in groups:
         rounds, images = TIMING["quick" if args.quick else "full"]
@@ -276,8 +353,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "base": base_eval,
         "rows": rows,
         "full": full,
-        "curves": [json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES
-                   if (out / "curves" / f"{name}.json").is_file()],
+        "curves": [
+            json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES if (out / "curves" / f"{name}.json").is_file()
+        ],
         "timing": timing,
         "machine": machine(),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -321,21 +399,36 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             masks = {"clean": stored[NORMS[0].value]["clean"], **{k: v["robust"] for k, v in stored.items()}}
             n = len(masks["clean"])
             union = sum(all(masks[k][i] for k in masks) for i in range(n)) / n
-            full[name] = {"name": name, "n": n, "clean": sum(masks["clean"]) / n,
-                          "robust": {k: sum(v) / n for k, v in masks.items() if k != "clean"}, "union": union,
-                          "invalid": {k: v["invalid"] for k, v in stored.items()}}
+            full[name] = {
+                "name": name,
+                "n": n,
+                "clean": sum(masks["clean"]) / n,
+                "robust": {k: sum(v) / n for k, v in masks.items() if k != "clean"},
+                "union": union,
+                "invalid": {k: v["invalid"] for k, v in stored.items()},
+            }
         else:
             pending.append(f"full protocol: {name} ({sum(f.is_file() for f in files)} of 3 norms done)")
-    curves = [json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES
-              if (out / "curves" / f"{name}.json").is_file()]
+    curves = [
+        json.loads((out / "curves" / f"{name}.json").read_text()) for name in FULL_NAMES if (out / "curves" / f"{name}.json").is_file()
+    ]
     if len(curves) < len(FULL_NAMES):
         pending.append(f"curves: {len(curves)} of {len(FULL_NAMES)} models swept")
     timing = timing_summary(out / "timing" / "timing.json", TIMING["quick" if args.quick else "full"][0])
     if timing is None:
         pending.append("timing: the side-by-side cost per epoch (--part timing) is not finished")
-    return {"scale": {**scale.__dict__, "max_seeds": args.max_seeds or scale.seeds}, "base": base_eval, "rows": rows,
-            "full": full, "curves": curves, "timing": timing, "machine": machine(), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-            "quick": bool(args.quick), "pending": pending}
+    return {
+        "scale": {**scale.__dict__, "max_seeds": args.max_seeds or scale.seeds},
+        "base": base_eval,
+        "rows": rows,
+        "full": full,
+        "curves": curves,
+        "timing": timing,
+        "machine": machine(),
+        "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": bool(args.quick),
+        "pending": pending,
+    }
 
 
 def _parts(part: list[str] | None) -> tuple[set[str], set[str]]:
@@ -353,8 +446,14 @@ def _parts(part: list[str] | None) -> tuple[set[str], set[str]]:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 # --------------------------------------------------------------------------------------------- claims
@@ -410,41 +509,60 @@ def _claim_c(rows: dict[str, Any], base: dict[str, Any], timing: dict[str, Any])
     """Judged on seconds, as the papers measure, from the side-by-side timing (``--part timing``); forward and
     backward passes per image, which no other process on the machine can disturb, are printed beside them."""
     relative, passes = timing["relative"], timing["passes_per_image"]
-    shown = ", ".join(f"{name} {relative[s]:.2f} ({passes[s] / passes['linf-at']:.2f})"
-                      for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg")))
-    return (f"seconds per epoch x l-inf AT's (passes per image x l-inf AT's): {shown}",
-            abs(relative["e-at"] - 1) <= 0.10 and relative["max"] >= 2 and relative["avg"] >= 2, "must hold")
+    shown = ", ".join(
+        f"{name} {relative[s]:.2f} ({passes[s] / passes['linf-at']:.2f})" for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg"))
+    )
+    return (
+        f"seconds per epoch x l-inf AT's (passes per image x l-inf AT's): {shown}",
+        abs(relative["e-at"] - 1) <= 0.10 and relative["max"] >= 2 and relative["avg"] >= 2,
+        "must hold",
+    )
 
 
 def _claim_d(rows: dict[str, Any], base: dict[str, Any], timing: Any = None) -> tuple[str, bool | None, str]:
     eat = rows["e-at"]["union"]["mean"]
-    return (f"E-AT - MAX {100 * (eat - rows['max']['union']['mean']):+.1f}, "
-            f"E-AT - MSD {100 * (eat - rows['msd']['union']['mean']):+.1f}", None, "reported")
+    return (
+        f"E-AT - MAX {100 * (eat - rows['max']['union']['mean']):+.1f}, E-AT - MSD {100 * (eat - rows['msd']['union']['mean']):+.1f}",
+        None,
+        "reported",
+    )
 
 
 def _claim_e(rows: dict[str, Any], base: dict[str, Any], timing: Any = None) -> tuple[str, bool | None, str]:
     ramp, eat = rows["ramp"]["union"], rows["e-at"]["union"]
-    return (f"RAMP - E-AT {100 * (ramp['mean'] - eat['mean']):+.1f} (std {100 * ramp['std']:.1f} / {100 * eat['std']:.1f})",
-            None, "reported")
+    return (
+        f"RAMP - E-AT {100 * (ramp['mean'] - eat['mean']):+.1f} (std {100 * ramp['std']:.1f} / {100 * eat['std']:.1f})",
+        None,
+        "reported",
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A few fabricated images: the pipeline in minutes.")
     parser.add_argument("--out", default=str(Path.home() / ".cache" / "robustft-reproduce"), help="Cache folder (resumable).")
-    parser.add_argument("--data", default=os.environ.get("ROBUSTFT_CIFAR10_JPEG", str(Path.home() / ".cache" / "robustft-data" / "cifar10-jpeg")))
+    parser.add_argument(
+        "--data", default=os.environ.get("ROBUSTFT_CIFAR10_JPEG", str(Path.home() / ".cache" / "robustft-data" / "cifar10-jpeg"))
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--paper", action="store_true", help="The papers' full setting (E-AT Table 12) for --model; needs a GPU.")
     parser.add_argument("--model", help="With --paper: the l-inf base model (a RobustBench name, or file:PATH with --arch).")
     parser.add_argument("--arch", help="With --paper and a file: model, its architecture (preact-resnet18-softplus).")
     parser.add_argument("--model-dir", help="With --paper: RobustBench's model folder.")
-    parser.add_argument("--part", action="append", help=(
-        "Only these scheme groups or full evaluations (comma-separated; repeatable): "
-        f"{', '.join(GROUP_NAMES)}, full-base, full-e-at, curves, timing. Split a long run over processes; a last call without "
-        "--part collects the cached results and writes the summary."))
-    parser.add_argument("--collect", action="store_true", help=(
-        "Compute nothing: report what --out holds so far (rows still pending are listed; claims that need them "
-        "are marked pending)."))
+    parser.add_argument(
+        "--part",
+        action="append",
+        help=(
+            "Only these scheme groups or full evaluations (comma-separated; repeatable): "
+            f"{', '.join(GROUP_NAMES)}, full-base, full-e-at, curves, timing. Split a long run over processes; a last call without "
+            "--part collects the cached results and writes the summary."
+        ),
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help=("Compute nothing: report what --out holds so far (rows still pending are listed; claims that need them are marked pending)."),
+    )
     parser.add_argument("--max-seeds", type=int, help="Seeds of the two MAX rows (default: as many as E-AT and RAMP).")
     parser.add_argument("--report", type=Path, help="Write the Markdown report here (e.g. docs/reproduction.md).")
     args = parser.parse_args()

@@ -39,11 +39,14 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
     base = summary["base"]
     figures = []
     if base is not None and ordered:
-        bars = accuracy_bars([{**base, "name": "base (l-inf AT)"}, *ordered],
-                             title="CIFAR-10, before and after 3 epochs of fine-tuning")
+        bars = accuracy_bars([{**base, "name": "base (l-inf AT)"}, *ordered], title="CIFAR-10, before and after 3 epochs of fine-tuning")
         bars.save(folder / "reproduction-bars")
-        figures.append(("reproduction-bars.png", "Clean, per-norm and union robust accuracy of the base and every "
-                        "scheme (reduced protocol; error bars: std over seeds)."))
+        figures.append(
+            (
+                "reproduction-bars.png",
+                "Clean, per-norm and union robust accuracy of the base and every scheme (reduced protocol; error bars: std over seeds).",
+            )
+        )
     timing = summary.get("timing")
     if base is not None and timing:
         # the cost axis is the side-by-side timing (seconds per image x the fine-tuning subset), not the runs' own
@@ -52,16 +55,26 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
         timed = [{**row, "seconds_per_epoch": per_epoch[row["scheme"]]} for row in ordered if row["scheme"] in per_epoch]
         trade = cost_tradeoff(timed, base=base, title="Union robust accuracy against the cost of an epoch")
         trade.save(folder / "reproduction-cost")
-        figures.append(("reproduction-cost.png", "Union robust accuracy against seconds per training epoch of "
-                        f"{summary['scale']['n_train']} images, every scheme timed side by side in one command "
-                        "(`--part timing`; error bars: std over seeds)."))
+        figures.append(
+            (
+                "reproduction-cost.png",
+                "Union robust accuracy against seconds per training epoch of "
+                f"{summary['scale']['n_train']} images, every scheme timed side by side in one command "
+                "(`--part timing`; error bars: std over seeds).",
+            )
+        )
     if summary.get("curves"):
         from robustft.plotting import radius_curves
 
         radius_curves(summary["curves"], title="Robust accuracy against the radius").save(folder / "reproduction-radii")
         n = summary["curves"][0].get("n")
-        figures.append(("reproduction-radii.png", f"Robust accuracy against the radius in each norm, base and E-AT model "
-                        f"(reduced protocol, first {n} test points; the papers' radii are 8/255, 0.5 and 12)."))
+        figures.append(
+            (
+                "reproduction-radii.png",
+                f"Robust accuracy against the radius in each norm, base and E-AT model "
+                f"(reduced protocol, first {n} test points; the papers' radii are 8/255, 0.5 and 12).",
+            )
+        )
     return figures
 
 
@@ -92,8 +105,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         f"- Scheme table: the first {scale['n_ex']} test points, a reduced protocol applied to every row alike: "
         f"APGD-CE (1 restart) then APGD-T with 3 targets, {scale['steps']} steps, in each norm (the papers: 9 targets, "
         "100 steps; l1 with 5 restarts, 5 targets and the large-radius schedule).",
-        f"- The base and one E-AT model again with the full E-AT protocol on {scale['full_n_ex']} points, "
-        f"{scale['full_steps']} steps.",
+        f"- The base and one E-AT model again with the full E-AT protocol on {scale['full_n_ex']} points, {scale['full_steps']} steps.",
         "- Radii: the papers' (l-inf 8/255, l2 0.5, l1 12).",
         "",
         "## Union table (robust accuracy, %)",
@@ -109,7 +121,8 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
     ]
     paper_base = PAPER["base"]
     lines.append(
-        f"| base (l-inf AT) | {_pct(base['clean'])} | " + " | ".join(_pct(base["robust"][k]) for k in NORM_KEYS)
+        f"| base (l-inf AT) | {_pct(base['clean'])} | "
+        + " | ".join(_pct(base["robust"][k]) for k in NORM_KEYS)
         + f" | {_pct(base['union'])} | - | {' / '.join(map(str, paper_base[1]))} ({paper_base[0]}) | - |"
     )
     for scheme in ORDER:
@@ -121,13 +134,17 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         paper = PAPER.get(scheme)
         paper_cells = f"{' / '.join(map(str, paper[1]))} ({paper[0]})" if paper else "-"
         lines.append(
-            f"| + {scheme} | {_pct(row['clean'], seeds)} | " + " | ".join(_pct(row["robust"][k], seeds) for k in NORM_KEYS)
+            f"| + {scheme} | {_pct(row['clean'], seeds)} | "
+            + " | ".join(_pct(row["robust"][k], seeds) for k in NORM_KEYS)
             + f" | {_pct(row['union'], seeds)} | {cost} | {paper_cells} | {PAPER_COST.get(scheme, '-')} |"
         )
     pending = summary.get("pending") or []
     if pending:
-        lines += ["", "**Not finished yet** (this page is from `--collect` on a run still in progress; the same command "
-                  "continues it):", ""] + [f"- {item}" for item in pending]
+        lines += [
+            "",
+            "**Not finished yet** (this page is from `--collect` on a run still in progress; the same command continues it):",
+            "",
+        ] + [f"- {item}" for item in pending]
     figures = draw_figures(summary, path.parent / "images")
     if figures:
         lines += ["", "## Figures", ""]
@@ -144,19 +161,28 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
     if not full:
         lines.append("| pending (`--part full-base,full-e-at`) | | | | | |")
     for result in full.values():
-        lines.append(f"| {result['name']} | {_pct(result['clean'])} | " + " | ".join(_pct(result["robust"][k]) for k in NORM_KEYS)
-                     + f" | {_pct(result['union'])} |")
+        lines.append(
+            f"| {result['name']} | {_pct(result['clean'])} | "
+            + " | ".join(_pct(result["robust"][k]) for k in NORM_KEYS)
+            + f" | {_pct(result['union'])} |"
+        )
     lines += ["", "## The papers' claims", "", "| claim | measured | verdict |", "| --- | --- | --- |"]
     for claim, measured, holds, comment in claims:
-        verdict = (("pending" if comment == "pending" else "reported") if holds is None
-                   else ("holds" if holds else "**does not hold**"))
+        verdict = ("pending" if comment == "pending" else "reported") if holds is None else ("holds" if holds else "**does not hold**")
         lines.append(f"| {claim} | {measured} | {verdict} |")
-    lines += ["", "Commands:", "", "```bash",
-              "python benchmarks/train_cifar_base.py --epochs 10 --export plugins/zoos/weights   # the base model",
-              "export OMP_NUM_THREADS=1   # one thread per process, two processes on two cores",
-              "(python benchmarks/reproduce.py --part seeded && python benchmarks/reproduce.py --part single "
-              "&& python benchmarks/reproduce.py --part full-base) &",
-              "(python benchmarks/reproduce.py --part max,max-attack && python benchmarks/reproduce.py --part full-e-at,curves) &",
-              "wait; python benchmarks/reproduce.py --part timing   # alone on the machine",
-              "python benchmarks/reproduce.py --collect --report docs/reproduction.md   # this page", "```", ""]
+    lines += [
+        "",
+        "Commands:",
+        "",
+        "```bash",
+        "python benchmarks/train_cifar_base.py --epochs 10 --export plugins/robustft_plugins/zoos/weights   # the base model",
+        "export OMP_NUM_THREADS=1   # one thread per process, two processes on two cores",
+        "(python benchmarks/reproduce.py --part seeded && python benchmarks/reproduce.py --part single "
+        "&& python benchmarks/reproduce.py --part full-base) &",
+        "(python benchmarks/reproduce.py --part max,max-attack && python benchmarks/reproduce.py --part full-e-at,curves) &",
+        "wait; python benchmarks/reproduce.py --part timing   # alone on the machine",
+        "python benchmarks/reproduce.py --collect --report docs/reproduction.md   # this page",
+        "```",
+        "",
+    ]
     path.write_text("\n".join(lines))

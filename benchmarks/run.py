@@ -112,9 +112,16 @@ def render(results: dict[str, Any], console: Console) -> None:
         for r in results["attacks"]:
             ok = r["time_ratio"] <= 1.0 and r["broken_ours"] >= r["broken_pyautoattack"] and r["outside_ball_ours"] == 0
             t.add_row(
-                r["workload"], r["norm"], str(r["batch"]), str(r["steps"]), f"{r['seconds_ours']:.3f}",
-                f"{r['seconds_pyautoattack']:.3f}", f"{r['time_ratio']:.2f}", str(r["broken_ours"]),
-                str(r["broken_pyautoattack"]), mark(ok),
+                r["workload"],
+                r["norm"],
+                str(r["batch"]),
+                str(r["steps"]),
+                f"{r['seconds_ours']:.3f}",
+                f"{r['seconds_pyautoattack']:.3f}",
+                f"{r['time_ratio']:.2f}",
+                str(r["broken_ours"]),
+                str(r["broken_pyautoattack"]),
+                mark(ok),
             )
         console.print(t)
     if "efficiency" in results:
@@ -124,8 +131,13 @@ def render(results: dict[str, Any], console: Console) -> None:
         )
         for r in results["efficiency"]:
             t.add_row(
-                r["workload"], str(r["batch"]), str(r["attack_steps"]), f"{r['seconds_clean_step']:.4f}",
-                f"{r['seconds_adversarial_step']:.4f}", f"{r['efficiency']:.2f}", mark(r["efficiency"] >= 0.9),
+                r["workload"],
+                str(r["batch"]),
+                str(r["attack_steps"]),
+                f"{r['seconds_clean_step']:.4f}",
+                f"{r['seconds_adversarial_step']:.4f}",
+                f"{r['efficiency']:.2f}",
+                mark(r["efficiency"] >= 0.9),
             )
         console.print(t)
     if "schemes" in results:
@@ -141,16 +153,30 @@ def render(results: dict[str, Any], console: Console) -> None:
             mix = r.get("relative_to_matched_at")
             target = mark(mix <= 1.05) if r["scheme"] == "e-at" and mix is not None else ""
             t.add_row(
-                r["scheme"], f"{r['seconds']:.2f}", str(r["images"]), f"{rel:.2f}" if rel else "",
-                f"{mix:.2f}" if mix else "", f"{r['peak_memory_mib']:.0f}", f"{r['peak_increase_mib']:.1f}", target,
+                r["scheme"],
+                f"{r['seconds']:.2f}",
+                str(r["images"]),
+                f"{rel:.2f}" if rel else "",
+                f"{mix:.2f}" if mix else "",
+                f"{r['peak_memory_mib']:.0f}",
+                f"{r['peak_increase_mib']:.1f}",
+                target,
             )
         console.print(t)
     if "eval" in results:
-        t = _table("Evaluation throughput, E-AT protocol per norm (digits CNN)", ("norm", "points", "steps", "seconds", "images/s", "clean", "robust"))
+        t = _table(
+            "Evaluation throughput, E-AT protocol per norm (digits CNN)",
+            ("norm", "points", "steps", "seconds", "images/s", "clean", "robust"),
+        )
         for r in results["eval"]:
             t.add_row(
-                r["norm"], str(r["n"]), str(r["steps"]), f"{r['seconds']:.2f}", f"{r['images_per_s']:.1f}",
-                f"{r['clean']:.3f}", f"{r['robust']:.3f}",
+                r["norm"],
+                str(r["n"]),
+                str(r["steps"]),
+                f"{r['seconds']:.2f}",
+                f"{r['images_per_s']:.1f}",
+                f"{r['clean']:.3f}",
+                f"{r['robust']:.3f}",
             )
         console.print(t)
 
@@ -182,20 +208,27 @@ def main(argv: list[str] | None = None) -> int:
         Console(stderr=True).print(f"[red]Unknown section {unknown[0]!r}: choose from {', '.join(SECTIONS)}.[/]")
         return 2
     log = Console(stderr=True)
-    results: dict[str, Any] = {"machine": machine(device), "settings": {k: v for k, v in vars(args).items() if k != "json_out" and k != "worker_scheme"}}
+    results: dict[str, Any] = {
+        "machine": machine(device),
+        "settings": {k: v for k, v in vars(args).items() if k != "json_out" and k != "worker_scheme"},
+    }
     workloads = []
     if "attacks" in sections or "efficiency" in sections:
         workloads = [common.digits_workload(device, args.digits_n), common.cifar_workload(device, args.cifar_n, args.cifar_width)]
         results["workloads"] = {w.name: w.description for w in workloads}
     if "attacks" in sections:
         log.print("attacks: APGD vs pyautoattack ...")
-        results["attacks"] = [row for w in workloads for row in attacks.compare_apgd(w, device, args.attack_steps, args.repeats, args.attack_seeds)]
+        results["attacks"] = [
+            row for w in workloads for row in attacks.compare_apgd(w, device, args.attack_steps, args.repeats, args.attack_seeds)
+        ]
     if "efficiency" in sections:
         log.print("efficiency: clean vs adversarial training steps ...")
         results["efficiency"] = [
             training.efficiency(
                 common.Workload(w.name, w.model, w.x[: args.train_batch], w.y[: args.train_batch], w.eps, w.description),
-                device, args.train_steps, args.repeats,
+                device,
+                args.train_steps,
+                args.repeats,
             )
             for w in workloads
         ]

@@ -54,9 +54,16 @@ def one_epoch(label: str, scheme: str, options: dict[str, str], args: argparse.N
 
     settings = {k: v for k, v in {"model": args.model, "n_train": args.n_train}.items() if v is not None}
     result = robustft.finetune(
-        scheme=scheme, epochs=1, seed=0, batch_size=args.batch_size, attack_steps=args.attack_steps, device=args.device,
-        options=options, out=str(root / f"{index:03d}-{label.replace(' ', '_').replace('=', '-')}"),
-        progress=ProgressReporter(), **settings,
+        scheme=scheme,
+        epochs=1,
+        seed=0,
+        batch_size=args.batch_size,
+        attack_steps=args.attack_steps,
+        device=args.device,
+        options=options,
+        out=str(root / f"{index:03d}-{label.replace(' ', '_').replace('=', '-')}"),
+        progress=ProgressReporter(),
+        **settings,
     )
     (epoch,) = result.epochs
     images = int(epoch["images"])

@@ -183,8 +183,14 @@ def train(args: argparse.Namespace) -> Path:
         if done % batches == 0:
             fgsm_acc = (logits.argmax(1) == y).float().mean().item()
             pgd_acc = pgd_accuracy(model, x_watch, y_watch)
-            record = {"epoch": epoch + 1, "loss": loss.item(), "fgsm_batch_acc": fgsm_acc, "pgd10_watch_acc": pgd_acc,
-                      "seconds": time.perf_counter() - tic, "images": seen}
+            record = {
+                "epoch": epoch + 1,
+                "loss": loss.item(),
+                "fgsm_batch_acc": fgsm_acc,
+                "pgd10_watch_acc": pgd_acc,
+                "seconds": time.perf_counter() - tic,
+                "images": seen,
+            }
             with open(log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
             print(json.dumps(record), file=sys.stderr)

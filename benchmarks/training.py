@@ -1,6 +1,6 @@
 """Training costs: adversarial-training efficiency, and the time per epoch of every installed scheme.
 
-Efficiency (issue 5): ``(k + 1) * t_clean / t_adv``, with ``t_clean`` one clean training step (forward,
+Efficiency: ``(k + 1) * t_clean / t_adv``, with ``t_clean`` one clean training step (forward,
 backward, SGD step) and ``t_adv`` one step of l-inf adversarial training with a k-step APGD attack
 through the engine's own :class:`robustft.training.EngineContext` and the ``linf-at`` scheme. A k-step
 attack is k + 1 forward and k backward passes (input gradients only), the update one forward and one
@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from common import Workload, peak_memory_mib, reset_peak, timed
 
 HERE = Path(__file__).resolve().parent
@@ -35,15 +34,22 @@ HERE = Path(__file__).resolve().parent
 
 def efficiency(work: Workload, device: torch.device, steps: int, repeats: int) -> dict[str, Any]:
     from robustft.config import FinetuneConfig
-    from robustft.training import EngineContext
     from robustft.norms import Norm
     from robustft.pluginmanager import registries
+    from robustft.training import EngineContext
 
     regs = registries()
     model = work.model
     ctx = EngineContext(
-        model=model, device=device, eps={Norm.LINF: work.eps["inf"]}, attack_factory=regs.attacks.get("apgd"),
-        attack_steps=steps, epochs=1, batches_per_epoch=1, rng=torch.Generator().manual_seed(0), num_classes=10,
+        model=model,
+        device=device,
+        eps={Norm.LINF: work.eps["inf"]},
+        attack_factory=regs.attacks.get("apgd"),
+        attack_steps=steps,
+        epochs=1,
+        batches_per_epoch=1,
+        rng=torch.Generator().manual_seed(0),
+        num_classes=10,
         config=FinetuneConfig(lr=0.01),
     )
     scheme = regs.schemes.get("linf-at")((Norm.LINF,))
@@ -83,10 +89,9 @@ def efficiency(work: Workload, device: torch.device, steps: int, repeats: int) -
 
 def scheme_epoch(scheme: str, *, device: str, n_train: int, batch_size: int, steps: int) -> dict[str, Any]:
     """One epoch of ``scheme`` in this process (the worker side of :func:`schemes`)."""
-    from robustft.training import finetune
-
     from robustft.models import load_model, resolve_dataset
     from robustft.pluginmanager import registries
+    from robustft.training import finetune
 
     dev = torch.device(device)
     # Imports, the plugin registries, the model and the data set first, so that the peak that follows is
@@ -97,15 +102,24 @@ def scheme_epoch(scheme: str, *, device: str, n_train: int, batch_size: int, ste
     with tempfile.TemporaryDirectory(prefix="robustft-bench-") as tmp:
         os.environ["ROBUSTFT_RUNS_DIR"] = tmp  # the run's "latest" pointer must not touch the user's runs
         run = finetune(
-            scheme=scheme, epochs=2, n_train=n_train, batch_size=batch_size, attack_steps=steps, device=device,
+            scheme=scheme,
+            epochs=2,
+            n_train=n_train,
+            batch_size=batch_size,
+            attack_steps=steps,
+            device=device,
             out=str(Path(tmp) / scheme),
         )
     # Two epochs, the faster counts: the first one also pays for warming up the allocator and kernels.
     epoch = min(run.epochs, key=lambda e: e["seconds"])
     peak = peak_memory_mib(dev)
     return {
-        "scheme": scheme, "seconds": epoch["seconds"], "images": epoch["images"], "peak_memory_mib": peak,
-        "baseline_memory_mib": baseline, "peak_increase_mib": max(peak - baseline, 0.0),
+        "scheme": scheme,
+        "seconds": epoch["seconds"],
+        "images": epoch["images"],
+        "peak_memory_mib": peak,
+        "baseline_memory_mib": baseline,
+        "peak_increase_mib": max(peak - baseline, 0.0),
         # Points attacked per norm in that epoch (E-AT's draws), for the matched single-norm comparator.
         "attacked_points": epoch.get("attacked_points"),
     }
@@ -122,8 +136,19 @@ def schemes(
     if "linf-at" in names:
         names = ["linf-at"] + [n for n in names if n != "linf-at"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    command = [sys.executable, str(HERE / "run.py"), "--device", device.type, "--n-train", str(n_train),
-               "--train-batch", str(batch_size), "--train-steps", str(steps), "--worker-scheme"]
+    command = [
+        sys.executable,
+        str(HERE / "run.py"),
+        "--device",
+        device.type,
+        "--n-train",
+        str(n_train),
+        "--train-batch",
+        str(batch_size),
+        "--train-steps",
+        str(steps),
+        "--worker-scheme",
+    ]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     errors: dict[str, str] = {}
     for _ in range(max(repeats, 1)):

@@ -2,7 +2,7 @@
 
 An attack reports its passes in :class:`robustft.contracts.AttackResult` (``forward_passes``, ``backward_passes``:
 per image, a pass over part of the batch counting one). An attack that runs another library's code (pyautoattack
-in ``plugins/suites/autoattack.py``) cannot count them itself; :func:`counted_passes` measures them with hooks.
+in ``plugins/robustft_plugins/suites/autoattack.py``) cannot count them itself; :func:`counted_passes` measures them with hooks.
 """
 
 from __future__ import annotations

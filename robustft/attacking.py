@@ -50,23 +50,41 @@ def valid_adversarial(x_adv: Tensor, x: Tensor, norm: Norm, radius: float) -> tu
 class Attacker:
     """Runs a suite's attacks for one norm and radius on a set of the test points, checking every point."""
 
-    def __init__(self, model: nn.Module, x_all: Tensor, y_all: Tensor, *, suite: EvalSuite, registries: Registries,
-                 num_classes: int, steps: int, batch_size: int, device: torch.device, seed: int, name: str,
-                 progress: ProgressReporter, channels_last: bool, strict: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x_all: Tensor,
+        y_all: Tensor,
+        *,
+        suite: EvalSuite,
+        registries: Registries,
+        num_classes: int,
+        steps: int,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        name: str,
+        progress: ProgressReporter,
+        channels_last: bool,
+        strict: bool,
+    ) -> None:
         self.model, self.x_all, self.y_all, self.n = model, x_all, y_all, len(y_all)
         self.suite, self.registries, self.num_classes, self.steps = suite, registries, num_classes, steps
         self.batch_size, self.device, self.seed, self.name = batch_size, device, seed, name
         self.progress, self.channels_last, self.strict = progress, channels_last, strict
 
-    def run(self, norm: Norm, radius: Fraction, still: Tensor, within: Sequence[Fraction] = (), tag: str = "") -> tuple[Tensor, int, Tensor]:
+    def run(
+        self, norm: Norm, radius: Fraction, still: Tensor, within: Sequence[Fraction] = (), tag: str = ""
+    ) -> tuple[Tensor, int, Tensor]:
         """``(robust, invalid, fits)``: the points of ``still`` that every attack left correctly classified, the
         number of adversarial points that needed projecting, and per point and radius of ``within`` whether the
         point's verified adversarial point lies in that (smaller) ball as well."""
         still, n = still.clone(), self.n
         fits = torch.zeros(n, len(within), dtype=torch.bool)
         invalid = 0
-        attacks = self.suite.attacks(norm, float(radius), num_classes=self.num_classes, steps=self.steps, seed=self.seed,
-                                     registry=self.registries.attacks)
+        attacks = self.suite.attacks(
+            norm, float(radius), num_classes=self.num_classes, steps=self.steps, seed=self.seed, registry=self.registries.attacks
+        )
         for label, attack in attacks:
             idx = still.nonzero().flatten()
             if idx.numel() == 0:
@@ -109,12 +127,16 @@ def warn_invalid(name: str, norm: Norm, count: int, where: str = "") -> None:
         log.warning(
             "%s: %d adversarial point(s) in %s%s lay outside the ball or [0, 1]; they were projected onto both "
             "and counted as the projected points classify.",
-            name, count, norm.label, where,
+            name,
+            count,
+            norm.label,
+            where,
         )
 
 
-def sweep_radii(attacker: Attacker, norm: Norm, radii: Sequence[Fraction], clean: Tensor,
-           broken_at: tuple[Fraction, Tensor] | None = None) -> tuple[Curve, dict[Fraction, Tensor]]:
+def sweep_radii(
+    attacker: Attacker, norm: Norm, radii: Sequence[Fraction], clean: Tensor, broken_at: tuple[Fraction, Tensor] | None = None
+) -> tuple[Curve, dict[Fraction, Tensor]]:
     """Robust accuracy at each radius, attacking from the largest radius down.
 
     The balls are nested, so two facts cut the work. (1) A point whose verified adversarial point from a larger
@@ -145,7 +167,7 @@ def sweep_radii(attacker: Attacker, norm: Norm, radii: Sequence[Fraction], clean
             settled = settled | (candidates & broken_at[1])
         to_attack = candidates & ~settled
         attacked[radius] = int(to_attack.sum())
-        survived, count, fits = attacker.run(norm, radius, to_attack, within=descending[i + 1:], tag=f" r={format_radius(radius)}")
+        survived, count, fits = attacker.run(norm, radius, to_attack, within=descending[i + 1 :], tag=f" r={format_radius(radius)}")
         invalid += count
         # robust here: robust at the larger radius (never attacked again), plus those that survived this one
         robust_now = (clean & ~candidates) | survived
@@ -157,6 +179,12 @@ def sweep_radii(attacker: Attacker, norm: Norm, radii: Sequence[Fraction], clean
         known = rest | fits
     warn_invalid(attacker.name, norm, invalid, " (radius sweep)")
     ascending = sorted(radii)
-    curve = Curve(norm=norm, radii=tuple(ascending), robust=tuple(robust[r] for r in ascending),
-                  attacked=tuple(attacked[r] for r in ascending), invalid=invalid, seconds=time.perf_counter() - start)
+    curve = Curve(
+        norm=norm,
+        radii=tuple(ascending),
+        robust=tuple(robust[r] for r in ascending),
+        attacked=tuple(attacked[r] for r in ascending),
+        invalid=invalid,
+        seconds=time.perf_counter() - start,
+    )
     return curve, broken

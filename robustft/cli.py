@@ -12,7 +12,6 @@ import signal
 import sys
 import threading
 import warnings
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -34,10 +33,14 @@ from robustft.cli_settings import (  # the fine-tuning settings' options are gen
     PanelledCommand,
     QuietOption,
     SkipBadImagesOption,
+)
+from robustft.cli_settings import (
     parse_eps as _eps,
+)
+from robustft.cli_settings import (
     progress_reporter as _progress,
 )
-from robustft.errors import BadInputError, UserError
+from robustft.errors import UserError
 
 app = typer.Typer(
     name="robustft",
@@ -62,7 +65,9 @@ _debug = {"on": False}  # set by --debug for this call of main (reset there)
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of an error raised inside a plugin (also {DEBUG_ENV}=1).")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"Show the traceback of an error raised inside a plugin (also {DEBUG_ENV}=1).")
+    ] = False,
 ) -> None:
     """robustft: E-AT, RAMP and baselines as one tool."""
     _debug["on"] = debug
@@ -82,10 +87,20 @@ app.command("finetune", cls=PanelledCommand)(cli_finetune.finetune)
 def eval_command(
     norms: Annotated[str, typer.Option(help="Norms to attack, e.g. 1,2,inf.")] = "1,2,inf",
     model: Annotated[Optional[str], typer.Option(help="Evaluate this model (NAME or ZOO:NAME) alone.")] = None,
-    run: Annotated[Optional[Path], typer.Option(help="Evaluate this run folder and its base model; the result is also stored in <run>/eval.json (for robustft plot).")] = None,
+    run: Annotated[
+        Optional[Path],
+        typer.Option(help="Evaluate this run folder and its base model; the result is also stored in <run>/eval.json (for robustft plot)."),
+    ] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Data set (default: the model's).")] = None,
     eps: EpsOption = None,
-    radii: Annotated[Optional[list[str]], typer.Option("--radii", metavar="NORM=START:STOP:COUNT", help="Also sweep the radius: COUNT radii from START to STOP, repeatable: --radii inf=1/255:12/255:12 --radii 1=2:16:8 (for robustft plot curves).")] = None,
+    radii: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--radii",
+            metavar="NORM=START:STOP:COUNT",
+            help="Also sweep the radius: COUNT radii from START to STOP, repeatable: --radii inf=1/255:12/255:12 --radii 1=2:16:8 (for robustft plot curves).",
+        ),
+    ] = None,
     n_ex: Annotated[int, typer.Option(help="Number of test points (the first N).")] = 1000,
     suite: Annotated[str, typer.Option(help="Evaluation suite; see 'robustft list suites'.")] = "e-at",
     steps: Annotated[int, typer.Option(help="Attack steps.")] = 100,
@@ -101,8 +116,20 @@ def eval_command(
     device: DeviceOption = None,
     channels_last: ChannelsLastOption = None,
     cudnn_benchmark: CudnnBenchmarkOption = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Refuse instead of warning: an adversarial point outside its ball or [0, 1] (default: projected, counted, flagged) and fine-tuned weights without their checksum file.")] = False,
-    sanity: Annotated[bool, typer.Option("--sanity", help="Also run the gradient-masking checks (more steps, more restarts, transfer, l-inf radius 1) on up to 200 of the points.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse instead of warning: an adversarial point outside its ball or [0, 1] (default: projected, counted, flagged) and fine-tuned weights without their checksum file.",
+        ),
+    ] = False,
+    sanity: Annotated[
+        bool,
+        typer.Option(
+            "--sanity",
+            help="Also run the gradient-masking checks (more steps, more restarts, transfer, l-inf radius 1) on up to 200 of the points.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -113,21 +140,42 @@ def eval_command(
 
     report = evaluate(
         radii=parse_sweep_items(radii or []),
-        model=model, run=run, dataset=dataset, norms=norms, eps=_eps(eps), n_ex=n_ex, suite=suite, steps=steps,
-        batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
+        model=model,
+        run=run,
+        dataset=dataset,
+        norms=norms,
+        eps=_eps(eps),
+        n_ex=n_ex,
+        suite=suite,
+        steps=steps,
+        batch_size=batch_size,
+        device=device or "auto",
+        seed=seed,
+        progress=_progress(quiet, json_output),
         model_options={"model_dir": model_dir, "checkpoint": checkpoint, "arch": arch, "download": download},
         data_options={"data_dir": data_dir, "image_size": image_size, "download": download, "skip_bad_images": skip_bad_images},
-        channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, strict=strict,
+        channels_last=channels_last,
+        cudnn_benchmark=cudnn_benchmark,
+        strict=strict,
     )
     from robustft.distributed import is_main
 
     checks = None
     if sanity:
-        from robustft.sanity import DEFAULT_POINTS, sanity as run_sanity, sanity_table
+        from robustft.sanity import DEFAULT_POINTS, sanity_table
+        from robustft.sanity import sanity as run_sanity
 
         checks = run_sanity(  # the models the table evaluated, not loaded again
-            subjects=report.subjects, norms=norms, eps=_eps(eps), suite=suite, n_ex=min(n_ex, DEFAULT_POINTS), steps=steps,
-            batch_size=batch_size, device=device or "auto", seed=seed, progress=_progress(quiet, json_output),
+            subjects=report.subjects,
+            norms=norms,
+            eps=_eps(eps),
+            suite=suite,
+            n_ex=min(n_ex, DEFAULT_POINTS),
+            steps=steps,
+            batch_size=batch_size,
+            device=device or "auto",
+            seed=seed,
+            progress=_progress(quiet, json_output),
         )
     if not is_main():  # under torchrun, rank 0 alone prints the table
         return
@@ -140,14 +188,21 @@ def eval_command(
     else:
         stdout_console().print(eval_table(report))
         if any(r.curves for r in report.results):
-            stdout_console().print(curve_table([(r.name, r.curves) for r in report.results], report.results[0].n, report.results[0].dataset))
+            stdout_console().print(
+                curve_table([(r.name, r.curves) for r in report.results], report.results[0].n, report.results[0].dataset)
+            )
         if checks is not None:
             stdout_console().print(sanity_table(checks))
     if report.saved is not None and not quiet:
         from robustft.progress import stderr_console
         from robustft.rundir import relative
 
-        stderr_console().print(f"Stored in {relative(report.saved)} (draw it with: robustft plot bars --run {relative(report.saved.parent)}).", markup=False, highlight=False, soft_wrap=True)
+        stderr_console().print(
+            f"Stored in {relative(report.saved)} (draw it with: robustft plot bars --run {relative(report.saved.parent)}).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------- compare
@@ -155,154 +210,14 @@ def eval_command(
 app.command("compare", cls=PanelledCommand)(cli_finetune.compare)
 
 
-# ------------------------------------------------------------------------------------------ geometry
+# ------------------------------------------------- geometry, plugins, recipes, list (robustft/cli_info.py)
 
+from robustft import cli_info  # noqa: E402 - cheap: typer only; the plugins load when a command runs
 
-@app.command()
-def geometry(
-    eps: EpsOption = None,
-    dim: Annotated[Optional[int], typer.Option(help="Input dimension d (e.g. 3072 for CIFAR-10).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Take d and default radii from this data set.")] = None,
-    json_output: JsonOption = False,
-) -> None:
-    """The l2 radius inside the union of the l1 and l-inf balls and inside their convex hull (E-AT Sec. 3.1)."""
-    from robustft.geometry import geometry as compute
-    from robustft.norms import Norm
-    from robustft.report import geometry_table, print_json, stdout_console
-
-    radii = _eps(eps) or {}
-    if dataset is not None:
-        from robustft.models import resolve_dataset
-        from robustft.pluginmanager import registries
-
-        data = resolve_dataset(dataset, registries())
-        radii = {**data.default_eps, **radii}
-        dim = dim or data.dim
-    if dim is None:
-        raise BadInputError("Give the input dimension with --dim (3072 for CIFAR-10) or a data set with --dataset.")
-    for norm in (Norm.L1, Norm.LINF):
-        if norm not in radii:
-            raise BadInputError(f"Give the {norm.label} radius with --eps {norm}=RADIUS.")
-    geo = compute(radii[Norm.L1], radii[Norm.LINF], dim, radii.get(Norm.L2))
-    if json_output:
-        print_json(geo.as_dict())
-    else:
-        stdout_console().print(geometry_table(geo))
-
-
-# ------------------------------------------------------------------------------------------- plugins
-
-
-@app.command()
-def plugins(json_output: JsonOption = False) -> None:
-    """The installed plugins: name, distribution, version, hooks and status (ok, disabled, failed)."""
-    from robustft.pluginmanager import STRICT_ENV, PluginError, inspection_host, strict_from_env
-    from robustft.report import listing_table, print_json, stdout_console
-
-    host = inspection_host()  # reports every fault, even under ROBUSTFT_STRICT_PLUGINS
-    rows = [p.as_dict() for p in host.plugins.values()]
-    if json_output:
-        print_json({"plugins": rows, "problems": host.problems})
-    else:
-        def status(r: dict[str, Any]) -> str:
-            detail = r["error"] or "; ".join(r["refused"])
-            return f"{r['status']}: {detail}" if detail else r["status"]
-
-        table = listing_table(
-            "Installed robustft plugins",
-            ["plugin", "distribution", "version", "hooks", "status"],
-            [[r["name"], r["distribution"] or "-", r["version"] or "-", ", ".join(r["hooks"]) or "-", status(r)] for r in rows],
-        )
-        stdout_console().print(table)
-    if host.problems and strict_from_env():
-        raise PluginError(f"{STRICT_ENV} is set and {len(host.problems)} plugin problem(s) were found; the first: {host.problems[0]}")
-
-
-# ------------------------------------------------------------------------------------------- recipes
-
-
-@app.command()
-def recipes(json_output: JsonOption = False) -> None:
-    """Each data set's fine-tuning recipe: the settings it brings in place of robustft's defaults."""
-    from robustft import per_norm
-    from robustft.config import FinetuneConfig
-    from robustft.pluginmanager import registries
-    from robustft.report import listing_table, print_json, stdout_console
-
-    defaults = FinetuneConfig().to_toml_dict()
-    rows = [
-        {"dataset": entry.name, "setting": key, "value": per_norm.to_toml(value) if isinstance(value, dict) and key.startswith("attack") else value,
-         "default": defaults.get(key), "source": entry.obj.recipe_source}
-        for entry in registries().datasets for key, value in entry.obj.recipe.items()
-    ]
-    if json_output:
-        print_json({"recipes": rows})
-        return
-    cells = [[r["dataset"], r["setting"], _shown(r["value"]), _shown(r["default"]), r["source"]] for r in rows]
-    stdout_console().print(listing_table("Fine-tuning recipes of the installed data sets", ["data set", "setting", "recipe", "robustft default", "source"], cells))
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_shown(v)}" if isinstance(v, dict) else f"{k}={v}" for k, v in value.items())
-    return "-" if value is None else str(value)
-
-
-# ---------------------------------------------------------------------------------------------- list
-
-
-class Kind(str, Enum):
-    schemes = "schemes"
-    attacks = "attacks"
-    suites = "suites"
-    zoos = "zoos"
-    datasets = "datasets"
-    loggers = "loggers"
-    models = "models"
-
-
-@app.command("list")
-def list_command(
-    kind: Annotated[Kind, typer.Argument(help="What to list.", case_sensitive=False)],
-    zoo: Annotated[Optional[str], typer.Option(help="Models: only this zoo's.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Models: only those for this data set.")] = None,
-    threat: Annotated[Optional[str], typer.Option(help="Models: only those robust in this threat model (Linf, L2, L1, or inf, 2, 1).")] = None,
-    json_output: JsonOption = False,
-    options: Annotated[bool, typer.Option("--options", help="Schemes: each scheme's options (type, default, range, help).")] = False,
-) -> None:
-    """List installed schemes, attacks, suites, zoos, data sets, loggers or models."""
-    from robustft.pluginmanager import registries
-    from robustft.report import listing_table, print_json, stdout_console
-
-    reg = registries()
-    if options:
-        from robustft.option_listing import print_scheme_options
-
-        return print_scheme_options(reg, kind.value, json_output)
-    if kind is Kind.models:
-        from robustft.norms import Norm
-
-        wanted = Norm.parse(threat) if threat else None
-        zoos = [reg.zoos.entry(zoo)] if zoo else list(reg.zoos)
-        rows = [
-            {"name": m.name, "zoo": e.name, "dataset": m.dataset, "threat": m.threat.value if m.threat else None,
-             "aliases": list(m.aliases), "description": m.description}
-            for e in zoos for m in e.obj.models()
-            if (dataset is None or m.dataset.lower() == dataset.lower())
-            and (wanted is None or m.threat is wanted)
-        ]
-        columns = ["name", "zoo", "dataset", "threat", "aliases", "description"]
-    else:
-        rows = [
-            {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases), "description": e.description}
-            for e in reg.by_kind(kind.value)
-        ]
-        columns = ["name", "plugin", "aliases", "description"]
-    if json_output:
-        print_json({kind.value: rows})
-        return
-    cells = [[", ".join(r[c]) if isinstance(r[c], list) else str(r[c] if r[c] is not None else "-") for c in columns] for r in rows]
-    stdout_console().print(listing_table(f"Installed {kind.value}", columns, cells))
+app.command()(cli_info.geometry)
+app.command()(cli_info.plugins)
+app.command()(cli_info.recipes)
+app.command("list")(cli_info.list_command)
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -390,7 +305,7 @@ def _show_usage_error(exc: typer.TyperException, argv: list[str], cli: typer.Typ
             if command is not None:
                 exc.ctx = command.make_context(name, [], parent=root, resilient_parsing=True)
                 # a command group (robustft plot bars ...): down to the sub-command the arguments name
-                rest = [a for a in argv[argv.index(name) + 1:] if not a.startswith("-")]
+                rest = [a for a in argv[argv.index(name) + 1 :] if not a.startswith("-")]
                 if rest and hasattr(command, "get_command"):
                     sub = command.get_command(exc.ctx, rest[0])
                     if sub is not None:

@@ -13,8 +13,12 @@ import typer
 
 def export(
     run: Annotated[Path, typer.Argument(help="The finished run folder to export.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="Folder to write model.safetensors, config.json and README.md into.", show_default=False)],
-    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out, overwriting the three exported files (nothing else is touched).")] = False,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write model.safetensors, config.json and README.md into.", show_default=False)
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into a non-empty --out, overwriting the three exported files (nothing else is touched).")
+    ] = False,
     name: Annotated[Optional[str], typer.Option(help="The model's name in the model card (default: the --out folder's name).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:

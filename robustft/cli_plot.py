@@ -26,12 +26,16 @@ app = typer.Typer(
 
 OutOption = Annotated[
     Optional[str],
-    typer.Option("--out", help="Folder for the files, or a file stem (fig/bars writes fig/bars.png and fig/bars.svg); default: beside the input (<run>/plots/).", show_default=False),
+    typer.Option(
+        "--out",
+        help="Folder for the files, or a file stem (fig/bars writes fig/bars.png and fig/bars.svg); default: beside the input (<run>/plots/).",
+        show_default=False,
+    ),
 ]
 PrintJsonOption = Annotated[bool, typer.Option("--print-json", help="Print the files written and the numbers drawn as JSON on stdout.")]
 
 
-def _render(plots: list["Plot"], print_json: bool) -> None:
+def _render(plots: list[Plot], print_json: bool) -> None:
     from robustft.report import print_json as emit
     from robustft.rundir import relative
 
@@ -45,8 +49,13 @@ def _render(plots: list["Plot"], print_json: bool) -> None:
 
 @app.command()
 def bars(
-    run: Annotated[Optional[Path], typer.Option(help="Run folder whose stored evaluation to draw (robustft eval --run RUN stores it); default: the latest run.")] = None,
-    json_file: Annotated[Optional[Path], typer.Option("--json", help="An evaluation file from robustft eval --json, instead of a run.")] = None,
+    run: Annotated[
+        Optional[Path],
+        typer.Option(help="Run folder whose stored evaluation to draw (robustft eval --run RUN stores it); default: the latest run."),
+    ] = None,
+    json_file: Annotated[
+        Optional[Path], typer.Option("--json", help="An evaluation file from robustft eval --json, instead of a run.")
+    ] = None,
     out: OutOption = None,
     print_json: PrintJsonOption = False,
 ) -> None:
@@ -58,8 +67,12 @@ def bars(
 
 @app.command()
 def curves(
-    run: Annotated[Optional[list[Path]], typer.Option("--run", help="Run folder whose stored evaluation has a radius sweep; repeatable.")] = None,
-    json_file: Annotated[Optional[list[Path]], typer.Option("--json", help="An evaluation file from robustft eval --radii ... --json; repeatable.")] = None,
+    run: Annotated[
+        Optional[list[Path]], typer.Option("--run", help="Run folder whose stored evaluation has a radius sweep; repeatable.")
+    ] = None,
+    json_file: Annotated[
+        Optional[list[Path]], typer.Option("--json", help="An evaluation file from robustft eval --radii ... --json; repeatable.")
+    ] = None,
     out: OutOption = None,
     print_json: PrintJsonOption = False,
 ) -> None:
@@ -72,7 +85,9 @@ def curves(
 @app.command()
 def compare(
     folder: Annotated[Optional[Path], typer.Option("--dir", help="A robustft compare folder (its --out).")] = None,
-    json_file: Annotated[Optional[Path], typer.Option("--json", help="A comparison file from robustft compare --json, instead of a folder.")] = None,
+    json_file: Annotated[
+        Optional[Path], typer.Option("--json", help="A comparison file from robustft compare --json, instead of a folder.")
+    ] = None,
     cost: Annotated[Optional[str], typer.Option(help="The cost axis: seconds_per_epoch (default) or passes_per_image.")] = None,
     out: OutOption = None,
     print_json: PrintJsonOption = False,

@@ -13,9 +13,19 @@ import typer
 
 
 def report(
-    run: Annotated[Optional[Path], typer.Argument(help="The run folder to report on (default: the latest run).", show_default=False)] = None,
-    compare: Annotated[Optional[Path], typer.Option("--compare", help="Also show this robustft compare folder (its --out): its table and figures.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="The HTML file to write, or a folder to write report.html into (default: <run>/report.html).", show_default=False)] = None,
+    run: Annotated[
+        Optional[Path], typer.Argument(help="The run folder to report on (default: the latest run).", show_default=False)
+    ] = None,
+    compare: Annotated[
+        Optional[Path],
+        typer.Option("--compare", help="Also show this robustft compare folder (its --out): its table and figures.", show_default=False),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="The HTML file to write, or a folder to write report.html into (default: <run>/report.html).", show_default=False
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """One self-contained HTML page of a run: evaluation, validity, figures, timings, configuration, environment."""

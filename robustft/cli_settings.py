@@ -55,7 +55,9 @@ def setting_option(name: str, command: str = "finetune") -> Any:
     described = SETTINGS[name]
     kind: Any = list[str] if described.items else scalar_types().get(name, str)
     metavar = described.metavar or ("|".join(described.choices) if described.choices else None)
-    option = typer.Option(*option_flags(name), help=setting_help(name, command), metavar=metavar, rich_help_panel=described.panel, show_default=False)
+    option = typer.Option(
+        *option_flags(name), help=setting_help(name, command), metavar=metavar, rich_help_panel=described.panel, show_default=False
+    )
     return Annotated[Optional[kind], option]
 
 
@@ -78,7 +80,9 @@ def with_settings(command: str, *, exclude: Iterable[str] = (), panels: tuple[st
     def decorate(func: F) -> F:
         own = inspect.signature(func, eval_str=True)
         kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values() if p.name != "settings"]
-        generated = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=setting_option(n, command)) for n in names]
+        generated = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=setting_option(n, command)) for n in names
+        ]
         # panel by panel (own options first within one); options without a panel first, beside --help
         ordered = sorted([*kept, *generated], key=lambda p: order.index(_panel(p)) if _panel(p) in order else -1)
 
@@ -124,8 +128,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 LogOption = Annotated[
     Optional[list[str]],
-    typer.Option("--log", metavar="NAME", help="Also log metrics to this tracker (csv, tensorboard, or a plugin's), repeatable; metrics.jsonl is always written.",
-                 rich_help_panel=RUN),
+    typer.Option(
+        "--log",
+        metavar="NAME",
+        help="Also log metrics to this tracker (csv, tensorboard, or a plugin's), repeatable; metrics.jsonl is always written.",
+        rich_help_panel=RUN,
+    ),
 ]
 EpsOption = setting_option("eps")
 ModelDirOption = setting_option("model_dir")

@@ -41,10 +41,9 @@ from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.io import atomic_write_text, read_jsonl
 from robustft.norms import DISPLAY_ORDER, Norm, eps_to_strings, format_radius, parse_norms, sort_norms
 from robustft.paths import runs_dir
-from robustft.rundir import check_utf8
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
-
+from robustft.rundir import check_utf8
 
 #: Config fields that do not change what a run computes (where it runs, how data is loaded, checkpoints).
 _IRRELEVANT = {"out"} | set(getattr(_config, "OPERATIONAL_FIELDS", {"device", "workers"}))
@@ -246,10 +245,10 @@ def compare(
     every run (robustft/loggers.py); each also gets the run's evaluation when it is made.
     """
     from robustft.evaluation import evaluate_model
-    from robustft.training import finetune
     from robustft.loggers import Loggers, eval_summary, summarise_finished
     from robustft.models import select_device
     from robustft.subjects import Subject, resolve
+    from robustft.training import finetune
 
     progress = progress or ProgressReporter()
     registries = (host or get_host()).registries
@@ -273,8 +272,13 @@ def compare(
     for name in base_config.attack.values():
         registries.attacks.get(name)
     # What is evaluated: the base model now (a misspelt name costs nothing), each run's model after training.
-    resolved = resolve(model=base_config.model, dataset=base_config.dataset, registries=registries,
-                       model_options=base_config.model_options(), data_options=base_config.data_options())
+    resolved = resolve(
+        model=base_config.model,
+        dataset=base_config.dataset,
+        registries=registries,
+        model_options=base_config.model_options(),
+        data_options=base_config.data_options(),
+    )
     dataset, base_subject = resolved.dataset, resolved.models[0]
     info = base_subject.info
     radii = {**dataset.default_eps, **base_config.eps}
@@ -328,8 +332,19 @@ def compare(
             progress.message(f"Reusing the evaluation of {label} in {path}")
             return cached
         result = evaluate_model(
-            subject.model(device), dataset, eval_norms, radii, suite=suite_obj, registries=registries, n_ex=n_ex,
-            steps=steps, batch_size=eval_batch_size, device=device, seed=0, name=label, progress=progress,
+            subject.model(device),
+            dataset,
+            eval_norms,
+            radii,
+            suite=suite_obj,
+            registries=registries,
+            n_ex=n_ex,
+            steps=steps,
+            batch_size=eval_batch_size,
+            device=device,
+            seed=0,
+            name=label,
+            progress=progress,
         ).as_dict()
         if main:
             atomic_write_text(path, json.dumps({"settings": eval_settings, "result": result}, indent=2) + "\n")
@@ -360,7 +375,9 @@ def compare(
                     if main:
                         run_dir.rename(aside)
                     distributed.barrier()
-                    progress.message(f"Moved the unfinished run {run_dir} aside to {aside.name}: it cannot be continued with these settings.")
+                    progress.message(
+                        f"Moved the unfinished run {run_dir} aside to {aside.name}: it cannot be continued with these settings."
+                    )
                 finetune(dataclasses.replace(config, out=str(run_dir)), host=host, progress=progress, log=log)
             run_dirs.setdefault(cls.name, []).append(run_dir)
 

@@ -23,9 +23,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from robustft import per_norm
+from robustft import per_norm, setting_values
 from robustft.errors import BadInputError, UserError
-from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_eps_items, parse_norms
+from robustft.norms import Norm, eps_to_strings, normalise_eps, parse_norms
+from robustft.setting_values import convert_attack_options, merge_attack_options
 
 DEFAULT_MODEL = "digits-cnn-linf"
 #: The learning rate when neither the run, the model nor the data set's recipe gives one (E-AT App. A's rate
@@ -38,7 +39,13 @@ MAX_SEED = 2**62
 
 #: The help panels of ``robustft finetune --help``, in their order.
 MODEL_AND_DATA, THREAT_MODEL, SCHEME, TRAINING_ATTACK, OPTIMISATION, RUN, PERFORMANCE = PANELS = (
-    "Model and data", "Threat model", "Scheme", "Training attack", "Optimisation", "Run and checkpoints", "Performance",
+    "Model and data",
+    "Threat model",
+    "Scheme",
+    "Training attack",
+    "Optimisation",
+    "Run and checkpoints",
+    "Performance",
 )
 #: The ``dataclasses.field`` metadata key of a setting's :class:`Setting`.
 SETTING = "robustft.setting"
@@ -75,41 +82,6 @@ def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MI
 # Command-line items of the repeatable options (the config file gives the same values as TOML tables).
 
 
-def _eps_items(items: Sequence[str], flag: str) -> dict[Norm, Fraction]:
-    return parse_eps_items(items)
-
-
-def _option_items(items: Sequence[str], flag: str) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInputError(f"Option {item!r} is not of the form NAME=VALUE.")
-        parsed[key.strip()] = value.strip()
-    return parsed
-
-
-def _attack_items(items: Sequence[str], flag: str) -> dict[str, str]:
-    return per_norm.from_items(items, flag, str.strip)
-
-
-def _attack_steps_items(items: Sequence[str], flag: str) -> dict[str, Any]:
-    return per_norm.from_items(items, flag, per_norm.literal)
-
-
-def _attack_option_items(items: Sequence[str], flag: str) -> dict[str, dict[str, Any]]:
-    table: dict[str, dict[str, Any]] = {}
-    for item in items:
-        scope, colon, rest = item.partition(":")
-        if not colon or "=" in scope:  # NAME=VALUE (a value may hold a colon)
-            scope, rest = per_norm.ALL, item
-        key, sep, value = rest.partition("=")
-        if not sep or not key.strip():
-            raise BadInputError(f"Attack option {item!r} is not of the form NAME=VALUE or NORM:NAME=VALUE.")
-        table.setdefault(per_norm.norm_key(scope, flag), {})[key.strip()] = per_norm.literal(value)
-    return table
-
-
 # ------------------------------------------------------------------------------------- the settings
 
 
@@ -117,83 +89,174 @@ def _attack_option_items(items: Sequence[str], flag: str) -> dict[str, dict[str,
 class FinetuneConfig:
     """Everything a fine-tuning run needs. Field names are the TOML keys (and, with dashes, the CLI options)."""
 
-    model: str = setting(DEFAULT_MODEL, help="Base model", panel=MODEL_AND_DATA, metavar="[ZOO:]NAME", default_text=f"the built-in {DEFAULT_MODEL}")
-    dataset: str | None = setting(None, help="Data set", panel=MODEL_AND_DATA, metavar="NAME", default_text="the one the model was trained on")
+    model: str = setting(
+        DEFAULT_MODEL, help="Base model", panel=MODEL_AND_DATA, metavar="[ZOO:]NAME", default_text=f"the built-in {DEFAULT_MODEL}"
+    )
+    dataset: str | None = setting(
+        None, help="Data set", panel=MODEL_AND_DATA, metavar="NAME", default_text="the one the model was trained on"
+    )
     scheme: str = setting("e-at", help="Training scheme; see 'robustft list schemes'", panel=SCHEME, metavar="NAME", in_compare=False)
-    norms: tuple[Norm, ...] | None = setting(None, help="Training norms, e.g. 1,inf", panel=THREAT_MODEL, metavar="NORM,...", default_text="the scheme's", in_compare=False)
+    norms: tuple[Norm, ...] | None = setting(
+        None, help="Training norms, e.g. 1,inf", panel=THREAT_MODEL, metavar="NORM,...", default_text="the scheme's", in_compare=False
+    )
     eps: dict[Norm, Fraction] = setting(
-        factory=dict, help="Radius per norm, repeatable: --eps inf=8/255 --eps 1=12 --eps 2=0.5", panel=THREAT_MODEL, metavar="NORM=RADIUS",
-        items=_eps_items, default_text="the data set's radii",
+        factory=dict,
+        help="Radius per norm, repeatable: --eps inf=8/255 --eps 1=12 --eps 2=0.5",
+        panel=THREAT_MODEL,
+        metavar="NORM=RADIUS",
+        items=setting_values.eps_items,
+        default_text="the data set's radii",
     )
     epochs: int = setting(3, help="Epochs", panel=OPTIMISATION, minimum="positive", compare_help="Epochs per run")
     batch_size: int = setting(128, help="Batch size", panel=OPTIMISATION, minimum="positive")
     lr: float | None = setting(
-        None, help="Initial learning rate, divided by 10 every --lr-step epochs", panel=OPTIMISATION, minimum="positive",
+        None,
+        help="Initial learning rate, divided by 10 every --lr-step epochs",
+        panel=OPTIMISATION,
+        minimum="positive",
         default_text=f"the model's fine-tuning rate, else the data set's recipe, else {DEFAULT_LR}",
     )
-    lr_step: float | None = setting(None, help="Epochs between divisions of the lr by 10", panel=OPTIMISATION, metavar="EPOCHS", minimum="positive", default_text="a third of the run")
+    lr_step: float | None = setting(
+        None,
+        help="Epochs between divisions of the lr by 10",
+        panel=OPTIMISATION,
+        metavar="EPOCHS",
+        minimum="positive",
+        default_text="a third of the run",
+    )
     lr_schedule: str = setting(
-        "step", help="step (fine-tuning), piecewise or cyclic (from scratch)", panel=OPTIMISATION, choices=("step", "piecewise", "cyclic"),
+        "step",
+        help="step (fine-tuning), piecewise or cyclic (from scratch)",
+        panel=OPTIMISATION,
+        choices=("step", "piecewise", "cyclic"),
     )
     momentum: float = setting(0.9, help="SGD momentum", panel=OPTIMISATION, minimum="non-negative")
     weight_decay: float = setting(5e-4, help="Weight decay", panel=OPTIMISATION, minimum="non-negative")
     # Training attack per norm (robustft.per_norm): "*" is every norm not named.
     attack: dict[str, str] = setting(
-        factory=lambda: {per_norm.ALL: "apgd"}, help="Training attack family for every norm, or NORM=NAME for one norm; repeatable: --attack inf=fgsm-rs --attack 1=apgd",
-        panel=TRAINING_ATTACK, metavar="[NORM=]NAME", items=_attack_items,
+        factory=lambda: {per_norm.ALL: "apgd"},
+        help="Training attack family for every norm, or NORM=NAME for one norm; repeatable: --attack inf=fgsm-rs --attack 1=apgd",
+        panel=TRAINING_ATTACK,
+        metavar="[NORM=]NAME",
+        items=setting_values.attack_items,
     )
     attack_steps: dict[str, int] = setting(
-        factory=lambda: {per_norm.ALL: 10}, help="Training attack steps for every norm, or NORM=STEPS for one norm; repeatable: --attack-steps inf=5 --attack-steps 1=15",
-        panel=TRAINING_ATTACK, metavar="[NORM=]STEPS", items=_attack_steps_items,
+        factory=lambda: {per_norm.ALL: 10},
+        help="Training attack steps for every norm, or NORM=STEPS for one norm; repeatable: --attack-steps inf=5 --attack-steps 1=15",
+        panel=TRAINING_ATTACK,
+        metavar="[NORM=]STEPS",
+        items=setting_values.attack_steps_items,
     )
     attack_options: dict[str, dict[str, Any]] = setting(  # the attack family's own options
-        factory=dict, help="An option of the training attack, for every norm or one (1:topk=0.1); repeatable", panel=TRAINING_ATTACK,
-        flags=("--attack-option",), metavar="[NORM:]NAME=VALUE", items=_attack_option_items,
+        factory=dict,
+        help="An option of the training attack, for every norm or one (1:topk=0.1); repeatable",
+        panel=TRAINING_ATTACK,
+        flags=("--attack-option",),
+        metavar="[NORM:]NAME=VALUE",
+        items=setting_values.attack_option_items,
     )
     outer_loss: str = setting("ce", help="ce or trades (TRADES-XENT) at the adversarial points", panel=SCHEME, choices=("ce", "trades"))
     trades_beta: float = setting(6.0, help="TRADES weight beta", panel=SCHEME, minimum="non-negative")
     options: dict[str, str] = setting(  # scheme options
-        factory=dict, help="Scheme option, repeatable; see 'robustft list schemes'", panel=SCHEME, flags=("--option", "-o"), metavar="NAME=VALUE",
-        items=_option_items, compare_help="Scheme option for every compared scheme that has it, repeatable",
+        factory=dict,
+        help="Scheme option, repeatable; see 'robustft list schemes'",
+        panel=SCHEME,
+        flags=("--option", "-o"),
+        metavar="NAME=VALUE",
+        items=setting_values.option_items,
+        compare_help="Scheme option for every compared scheme that has it, repeatable",
     )
-    seed: int = setting(0, help="Random seed", panel=RUN, minimum="non-negative", compare_help="First seed (then --seed + 1, ... for --seeds runs per scheme)")
-    device: str = setting("auto", help="cpu, cuda, cuda:N or auto", panel=PERFORMANCE, metavar="DEVICE", default_text="auto = CUDA when present, else the CPU", operational=True)
-    out: str | None = setting(None, help="Run folder", panel=RUN, metavar="DIR", default_text="runs/<timestamp>-<model>-<scheme>", in_compare=False)
-    n_train: int | None = setting(None, help="Train on the first N training points only (quick experiments)", panel=MODEL_AND_DATA, metavar="N", minimum="positive")
+    seed: int = setting(
+        0,
+        help="Random seed",
+        panel=RUN,
+        minimum="non-negative",
+        compare_help="First seed (then --seed + 1, ... for --seeds runs per scheme)",
+    )
+    device: str = setting(
+        "auto",
+        help="cpu, cuda, cuda:N or auto",
+        panel=PERFORMANCE,
+        metavar="DEVICE",
+        default_text="auto = CUDA when present, else the CPU",
+        operational=True,
+    )
+    out: str | None = setting(
+        None, help="Run folder", panel=RUN, metavar="DIR", default_text="runs/<timestamp>-<model>-<scheme>", in_compare=False
+    )
+    n_train: int | None = setting(
+        None, help="Train on the first N training points only (quick experiments)", panel=MODEL_AND_DATA, metavar="N", minimum="positive"
+    )
     workers: int | None = setting(
-        None, help="Data-loading worker processes", panel=PERFORMANCE, metavar="N", minimum="non-negative", default_text="0 on the CPU, up to 4 on CUDA", operational=True,
+        None,
+        help="Data-loading worker processes",
+        panel=PERFORMANCE,
+        metavar="N",
+        minimum="non-negative",
+        default_text="0 on the CPU, up to 4 on CUDA",
+        operational=True,
     )
     # The GPU path: "auto" / None means on for CUDA, off for the CPU (numerically unchanged).
     amp: str = setting(
-        "auto", help="Mixed precision: bf16 autocast, fp16 autocast with a gradient scaler, or off", panel=PERFORMANCE, choices=("auto", "bf16", "fp16", "off"),
-        default_text="auto = bf16 on CUDA (fp16 on GPUs without bf16), off on the CPU", operational=True,
+        "auto",
+        help="Mixed precision: bf16 autocast, fp16 autocast with a gradient scaler, or off",
+        panel=PERFORMANCE,
+        choices=("auto", "bf16", "fp16", "off"),
+        default_text="auto = bf16 on CUDA (fp16 on GPUs without bf16), off on the CPU",
+        operational=True,
     )
     attack_precision: str = setting(  # the papers' code attacks in fp32
-        "fp32", help="Training attacks in fp32 (as the papers' code) or amp (the run's --amp autocast: faster, weaker)", panel=TRAINING_ATTACK,
+        "fp32",
+        help="Training attacks in fp32 (as the papers' code) or amp (the run's --amp autocast: faster, weaker)",
+        panel=TRAINING_ATTACK,
         choices=("fp32", "amp"),
     )
-    channels_last: bool | None = setting(None, help="Channels-last memory format", panel=PERFORMANCE, default_text="on CUDA only", operational=True)
+    channels_last: bool | None = setting(
+        None, help="Channels-last memory format", panel=PERFORMANCE, default_text="on CUDA only", operational=True
+    )
     cudnn_benchmark: bool | None = setting(None, help="cuDNN autotuning", panel=PERFORMANCE, default_text="on CUDA only", operational=True)
     compile: bool = setting(False, help="torch.compile the model for the updates and attacks", panel=PERFORMANCE, operational=True)
     pin_memory: bool | None = setting(
-        None, help="Page-locked training batches, copied to the GPU asynchronously", panel=PERFORMANCE, default_text="on CUDA only", operational=True,
+        None,
+        help="Page-locked training batches, copied to the GPU asynchronously",
+        panel=PERFORMANCE,
+        default_text="on CUDA only",
+        operational=True,
     )
     checkpoint_every: int = setting(
-        0, help="Also checkpoint every N batches within an epoch", panel=RUN, metavar="N", minimum="non-negative", default_text="0, at epoch ends only", operational=True,
+        0,
+        help="Also checkpoint every N batches within an epoch",
+        panel=RUN,
+        metavar="N",
+        minimum="non-negative",
+        default_text="0, at epoch ends only",
+        operational=True,
     )
     max_nan_batches: int = setting(
-        0, help="Skip up to N batches with a non-finite loss (no update) before stopping", panel=RUN, metavar="N", minimum="non-negative", operational=True,
+        0,
+        help="Skip up to N batches with a non-finite loss (no update) before stopping",
+        panel=RUN,
+        metavar="N",
+        minimum="non-negative",
+        operational=True,
     )
     # Where models and data come from (passed to the zoo and the data set plugin when set).
     model_dir: str | None = setting(None, help="Folder of downloaded checkpoints (RobustBench layout)", panel=MODEL_AND_DATA, metavar="DIR")
-    checkpoint: str | None = setting(None, help="Local weights file for the model (timm, torchvision, file zoos)", panel=MODEL_AND_DATA, metavar="FILE")
+    checkpoint: str | None = setting(
+        None, help="Local weights file for the model (timm, torchvision, file zoos)", panel=MODEL_AND_DATA, metavar="FILE"
+    )
     arch: str | None = setting(None, help="Architecture of a file:PATH checkpoint", panel=MODEL_AND_DATA, metavar="NAME")
     data_dir: str | None = setting(None, help="Folder holding the data set's files", panel=MODEL_AND_DATA, metavar="DIR")
     image_size: int | None = setting(None, help="Image size for image folders", panel=MODEL_AND_DATA, metavar="PIXELS", minimum="positive")
-    extra_data: str | None = setting(None, help="Pseudo-labelled extra data mixed half-and-half into each batch", panel=MODEL_AND_DATA, metavar="PATH")
+    extra_data: str | None = setting(
+        None, help="Pseudo-labelled extra data mixed half-and-half into each batch", panel=MODEL_AND_DATA, metavar="PATH"
+    )
     download: bool | None = setting(None, help="Allow downloading missing weights and data", panel=MODEL_AND_DATA)
     skip_bad_images: bool | None = setting(
-        None, help="Image folders: leave out files that are not readable images", panel=MODEL_AND_DATA, flags=("--skip-bad-images",),
+        None,
+        help="Image folders: leave out files that are not readable images",
+        panel=MODEL_AND_DATA,
+        flags=("--skip-bad-images",),
         default_text="name them and stop",
     )
     # Not settings: where each setting came from ("default", "recipe cifar10 (...)", "config file ...",
@@ -203,11 +266,24 @@ class FinetuneConfig:
     layers: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=(), compare=False, repr=False)
 
     def model_options(self) -> dict[str, Any]:
-        return {k: v for k, v in (("model_dir", self.model_dir), ("checkpoint", self.checkpoint), ("arch", self.arch), ("download", self.download)) if v is not None}
+        return {
+            k: v
+            for k, v in (("model_dir", self.model_dir), ("checkpoint", self.checkpoint), ("arch", self.arch), ("download", self.download))
+            if v is not None
+        }
 
     def data_options(self) -> dict[str, Any]:
-        return {k: v for k, v in (("data_dir", self.data_dir), ("image_size", self.image_size), ("extra_data", self.extra_data), ("download", self.download),
-                                            ("skip_bad_images", self.skip_bad_images)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("data_dir", self.data_dir),
+                ("image_size", self.image_size),
+                ("extra_data", self.extra_data),
+                ("download", self.download),
+                ("skip_bad_images", self.skip_bad_images),
+            )
+            if v is not None
+        }
 
     def to_toml_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -227,7 +303,6 @@ class FinetuneConfig:
         if self.provenance:
             data["provenance"] = {k: self.provenance[k] for k in data if k in self.provenance}
         return data
-
 
 
 #: Each setting's description, by field name (the fields without one, NOT_SETTINGS, are records, not settings).
@@ -272,55 +347,17 @@ def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _attack_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadInputError(f"An attack is named by a string such as 'apgd', got {value!r}.")
-    return value.strip()
-
-
-def _attack_steps(value: Any) -> int:
-    if isinstance(value, str):
-        value = per_norm.literal(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise BadInputError(f"Attack steps must be a positive integer, got {value!r}.")
-    return value
-
-
-def _attack_option_table(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise BadInputError(f"Attack options of a norm must be a table such as {{topk = 0.1}}, got {value!r}.")
-    return {str(k): v for k, v in value.items()}
-
-
-def convert_attack_options(value: Any) -> dict[str, dict[str, Any]]:
-    """``{topk = 0.1}`` (every norm), ``{1 = {topk = 0.1}}`` (one norm), or both mixed, as a per-norm table."""
-    if not isinstance(value, Mapping):
-        raise BadInputError("'attack_options' must be a table such as {topk = 0.1} or {1 = {topk = 0.1}}.")
-    every = {str(k): v for k, v in value.items() if not isinstance(v, Mapping)}
-    tables = per_norm.normalise({k: v for k, v in value.items() if isinstance(v, Mapping)}, "attack_options", _attack_option_table)
-    if every:
-        tables[per_norm.ALL] = {**tables.get(per_norm.ALL, {}), **every}
-    return tables
-
-
-def merge_attack_options(base: Mapping[str, dict[str, Any]], layer: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    merged = {k: dict(v) for k, v in base.items()}
-    for key, table in layer.items():
-        merged[key] = {**merged.get(key, {}), **table}
-    return merged
-
-
 def _convert(name: str, value: Any, source: str) -> Any:
     # Settings with values of their own shape first, then the scalars by their annotated type.
     if name == "attack":
-        return per_norm.normalise(value, f"{source}: 'attack'", _attack_name)
+        return per_norm.normalise(value, f"{source}: 'attack'", setting_values.attack_name)
     if name == "attack_steps":
-        return per_norm.normalise(value, f"{source}: 'attack_steps'", _attack_steps)
+        return per_norm.normalise(value, f"{source}: 'attack_steps'", setting_values.attack_steps)
     if name == "attack_options":
         return convert_attack_options(value)
     if name == "norms":
         if not isinstance(value, (str, list, tuple)):
-            raise BadInputError(f"{source}: 'norms' must be a list such as [\"1\", \"inf\"] or a string such as \"1,inf\".")
+            raise BadInputError(f'{source}: \'norms\' must be a list such as ["1", "inf"] or a string such as "1,inf".')
         return parse_norms(value if isinstance(value, str) else [str(v) for v in value])
     if name == "eps":
         if not isinstance(value, Mapping):

@@ -137,7 +137,9 @@ def get_key(mapping: Any, *names: str) -> Any:
 # ------------------------------------------------------------------------------------ extra data
 
 
-def load_extra_data(path: str | Path, input_shape: Sequence[int], num_classes: int, transform: Transform | None = None) -> ImageArrayDataset:
+def load_extra_data(
+    path: str | Path, input_shape: Sequence[int], num_classes: int, transform: Transform | None = None
+) -> ImageArrayDataset:
     """Read ``--extra-data`` (see the module docstring) and check it fits the data set."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -163,7 +165,9 @@ def load_extra_data(path: str | Path, input_shape: Sequence[int], num_classes: i
         )
     tensor = nhwc_to_tensor(images)
     if tuple(tensor.shape[1:]) != tuple(input_shape):
-        raise UserError(f"The extra images in {str(path)!r} are {tuple(tensor.shape[1:])} (C, H, W); the data set's are {tuple(input_shape)}.")
+        raise UserError(
+            f"The extra images in {str(path)!r} are {tuple(tensor.shape[1:])} (C, H, W); the data set's are {tuple(input_shape)}."
+        )
     if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
         # Casting would turn 2.7 into 2 without a word: pseudo-labels must be class indices already.
         raise UserError(f"The extra labels in {str(path)!r} must be integer class indices, not {labels.dtype}.")

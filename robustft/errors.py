@@ -39,9 +39,7 @@ class BadInputError(UserError):
 class UnknownNameError(BadInputError):
     """A name that is not registered; the message names the closest valid ones."""
 
-    def __init__(
-        self, kind: str, name: str, valid: Iterable[str], hint: str = "", canonical: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "", canonical: dict[str, str] | None = None) -> None:
         """``valid`` may include aliases; ``canonical`` maps each alias to the name to suggest instead."""
         valid = sorted(set(valid))
         self.kind, self.name, self.valid = kind, name, valid

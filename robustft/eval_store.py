@@ -31,7 +31,7 @@ def weights_checksum(run_dir: str | Path) -> str | None:
     return words[0] if words else None
 
 
-def save_run_eval(report: "EvalReport", run_dir: str | Path, settings: Mapping[str, Any]) -> Path | None:
+def save_run_eval(report: EvalReport, run_dir: str | Path, settings: Mapping[str, Any]) -> Path | None:
     """Store ``report`` in ``<run>/eval.json`` (atomically) with the settings it was made with and the checksum of
     the weights it evaluated, so that a later ``robustft plot`` can tell a stale evaluation. A folder that cannot
     be written is a warning, not a failed evaluation."""

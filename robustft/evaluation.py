@@ -55,6 +55,7 @@ from robustft.sweep import Curve, normalise_sweeps
 
 log = logging.getLogger("robustft")
 
+
 @dataclass
 class EvalResult:
     """One row of the table: a model's clean, per-norm and union accuracy on ``n`` test points."""
@@ -167,9 +168,22 @@ def evaluate_model(
             for part in distributed.shard_round_robin(torch.arange(n).split(batch_size)):
                 clean[part] = model(x_all[part].to(device)).argmax(1).cpu() == y_all[part]
         clean = distributed.all_reduce_sum(clean) > 0
-        attacker = Attacker(model, x_all, y_all, suite=suite, registries=registries, num_classes=dataset.num_classes,
-                             steps=steps, batch_size=batch_size, device=device, seed=seed, name=name, progress=progress,
-                             channels_last=channels_last, strict=strict)
+        attacker = Attacker(
+            model,
+            x_all,
+            y_all,
+            suite=suite,
+            registries=registries,
+            num_classes=dataset.num_classes,
+            steps=steps,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            name=name,
+            progress=progress,
+            channels_last=channels_last,
+            strict=strict,
+        )
         robust: dict[Norm, Tensor] = {}
         invalid: dict[Norm, int] = {}
         for norm in sort_norms(norms):
@@ -179,8 +193,9 @@ def evaluate_model(
         seconds = time.perf_counter() - began  # the sweep's time is its curves' own
         curves = {}
         for norm, radii in sweeps.items():
-            curves[norm], broken = sweep_radii(attacker, norm, radii, clean,
-                                          (Fraction(eps[norm]), clean & ~robust[norm]) if norm in robust else None)
+            curves[norm], broken = sweep_radii(
+                attacker, norm, radii, clean, (Fraction(eps[norm]), clean & ~robust[norm]) if norm in robust else None
+            )
             if norm in robust:  # the balls are nested: broken within a ball no larger than --eps is broken at --eps
                 for radius, mask in broken.items():
                     if radius <= Fraction(eps[norm]):
@@ -275,8 +290,9 @@ def evaluate(
     torch_device = distributed.local_device(select_device(device))
     distributed.init_from_env(torch_device)
 
-    subjects = resolve(model=model, run=run, dataset=dataset, registries=registries, model_options=model_options,
-                       data_options=data_options, strict=strict)
+    subjects = resolve(
+        model=model, run=run, dataset=dataset, registries=registries, model_options=model_options, data_options=data_options, strict=strict
+    )
     data = subjects.dataset
     # The run's model first: its weights are the likelier to be refused, before the base model costs a load.
     for subject in reversed(subjects.models):
@@ -291,9 +307,22 @@ def evaluate(
     check_radii(radii, norm_list, data.name, data.dim)
     results = [
         evaluate_model(
-            subject.model(torch_device), data, norm_list, radii, suite=suite_obj, registries=registries, n_ex=n_ex,
-            steps=steps, batch_size=batch_size, device=torch_device, seed=seed, name=subject.label, progress=progress,
-            channels_last=channels_last, strict=strict, sweep=sweeps,
+            subject.model(torch_device),
+            data,
+            norm_list,
+            radii,
+            suite=suite_obj,
+            registries=registries,
+            n_ex=n_ex,
+            steps=steps,
+            batch_size=batch_size,
+            device=torch_device,
+            seed=seed,
+            name=subject.label,
+            progress=progress,
+            channels_last=channels_last,
+            strict=strict,
+            sweep=sweeps,
         )
         for subject in subjects.models
     ]
@@ -302,13 +331,32 @@ def evaluate(
         run_dir = subjects.run_dir
         results[-1].run = str(run_dir)
         if save and distributed.is_main():
-            report.saved = save_run_eval(report, run_dir, {"norms": [n.value for n in norm_list], "n_ex": n_ex, "steps": steps,
-                                                           "suite": suite_obj.name, "seed": seed, "strict": strict})
+            report.saved = save_run_eval(
+                report,
+                run_dir,
+                {
+                    "norms": [n.value for n in norm_list],
+                    "n_ex": n_ex,
+                    "steps": steps,
+                    "suite": suite_obj.name,
+                    "seed": seed,
+                    "strict": strict,
+                },
+            )
     return report
 
 
 # Names that lived here before the modules above took them over: still importable from robustft.evaluation.
 __all__ = [
-    "EVAL_FILE", "EvalReport", "EvalResult", "InvalidPointsError", "evaluate", "evaluate_model", "load_run_model",
-    "save_run_eval", "store_sanity", "valid_adversarial", "weights_checksum",
+    "EVAL_FILE",
+    "EvalReport",
+    "EvalResult",
+    "InvalidPointsError",
+    "evaluate",
+    "evaluate_model",
+    "load_run_model",
+    "save_run_eval",
+    "store_sanity",
+    "valid_adversarial",
+    "weights_checksum",
 ]

@@ -1,7 +1,7 @@
 """Export a finished run as a Hugging Face model folder: ``model.safetensors``, ``config.json``, ``README.md``.
 
 ``robustft export RUN --out DIR`` (docs/export.md) writes what ``huggingface_hub.upload_folder`` uploads as a
-model repository, and what ``robustft eval --model file:DIR`` loads back (plugins/zoos/file_zoo.py):
+model repository, and what ``robustft eval --model file:DIR`` loads back (plugins/robustft_plugins/zoos/file_zoo.py):
 
 * ``model.safetensors``: the run's final weights (the state dict of the network robustft evaluates, which
   takes inputs in ``[0, 1]``), after the SHA-256 of ``model.pt`` has been checked;
@@ -52,11 +52,13 @@ README = EXPORT_README
 ARCHITECTURE_KEYS = ("architecture", "architecture_options", "normalization")
 
 
-def describe_architecture(run_info: Mapping[str, Any], dataset: Any, registries: Registries | None = None) -> tuple[str, dict[str, Any], dict[str, list[float]] | None]:
+def describe_architecture(
+    run_info: Mapping[str, Any], dataset: Any, registries: Registries | None = None
+) -> tuple[str, dict[str, Any], dict[str, list[float]] | None]:
     """(architecture, options, normalisation) of the run's network, as config.json records them: asked of the zoo
     the run's base model came from (:meth:`robustft.contracts.ModelZoo.describe_architecture`).
 
-    The file zoo (plugins/zoos/file_zoo.py) rebuilds this network from the folder; export checks that the run's
+    The file zoo (plugins/robustft_plugins/zoos/file_zoo.py) rebuilds this network from the folder; export checks that the run's
     weights load into it key for key.
     """
     from robustft.pluginmanager import get_host
@@ -65,7 +67,9 @@ def describe_architecture(run_info: Mapping[str, Any], dataset: Any, registries:
     registries = registries or get_host().registries
     zoo_name, base = str(run_info.get("zoo", "")), run_info.get("base_model")
     if zoo_name not in registries.zoos:
-        raise UserError(f"Run base model {base!r} comes from the {zoo_name!r} zoo, which is not installed, so export cannot describe its network.")
+        raise UserError(
+            f"Run base model {base!r} comes from the {zoo_name!r} zoo, which is not installed, so export cannot describe its network."
+        )
     zoo = registries.zoos.get(zoo_name)
     info = ModelInfo(name=str(run_info.get("model_name", "")), dataset=str(run_info.get("dataset", "")))
     described = zoo.describe_architecture(info, dataset=dataset, **(run_info.get("model_options") or {}))
@@ -78,8 +82,10 @@ def describe_architecture(run_info: Mapping[str, Any], dataset: Any, registries:
     checked(described, Mapping, what=what, plugin=registries.plugin_of("zoos", zoo))
     arch, options, norm = (described.get(key) for key in ARCHITECTURE_KEYS)
     if not isinstance(arch, str) or not arch or not isinstance(options or {}, Mapping) or not isinstance(norm or {}, Mapping):
-        raise PluginFault(f"Plugin {registries.plugin_of('zoos', zoo)!r} is faulty: {what} returned no architecture name, "
-                          "options table and normalisation (or None).")
+        raise PluginFault(
+            f"Plugin {registries.plugin_of('zoos', zoo)!r} is faulty: {what} returned no architecture name, "
+            "options table and normalisation (or None)."
+        )
     return arch, dict(options or {}), dict(norm) if norm else None
 
 
@@ -189,8 +195,14 @@ def _write_proven(out: Path, files: Mapping[str, bytes | str], run_dir: Path, da
 
 
 def _config(
-    run_dir: Path, info: Mapping[str, Any], data: Any, arch: str, arch_options: dict[str, Any],
-    normalization: dict[str, list[float]] | None, stored: StoredEval, registries: Registries,
+    run_dir: Path,
+    info: Mapping[str, Any],
+    data: Any,
+    arch: str,
+    arch_options: dict[str, Any],
+    normalization: dict[str, list[float]] | None,
+    stored: StoredEval,
+    registries: Registries,
 ) -> dict[str, Any]:
     import robustft
 

@@ -1,7 +1,7 @@
 """The folder format of ``robustft export`` (docs/export.md): its file names and the format of its ``config.json``.
 
 Written once here, for the exporter (robustft/export.py) and for the file zoo that loads such a folder back
-(plugins/zoos/file_zoo.py, through :mod:`robustft.plugin`).
+(plugins/robustft_plugins/zoos/file_zoo.py, through :mod:`robustft.plugin`).
 """
 
 from __future__ import annotations

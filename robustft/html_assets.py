@@ -64,7 +64,7 @@ class Figures:
             self.missing = f"The figures need matplotlib, which is not installed: {INSTALL_HINT}."
         self.drawn: list[str] = []
 
-    def figure(self, name: str, draw: Callable[[], "Plot"], caption: str) -> str:
+    def figure(self, name: str, draw: Callable[[], Plot], caption: str) -> str:
         """``<figure>`` of what ``draw`` returns, or the sentence saying why there is none."""
         if self.missing is not None:
             return para(esc(self.missing), "notice")
@@ -77,7 +77,7 @@ class Figures:
         return f'<figure><img src="{uri}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
 
 
-def svg_bytes(plot: "Plot") -> bytes:
+def svg_bytes(plot: Plot) -> bytes:
     """The figure as SVG, exactly as ``Plot.save`` writes it (same style, no date: the same figure, the same bytes)."""
     from robustft.plotting.style import STYLE, require_matplotlib
 

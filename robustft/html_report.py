@@ -31,8 +31,14 @@ from robustft.errors import UserError
 from robustft.html_assets import CSS, Figures
 from robustft.html_markup import command, esc, para
 from robustft.html_sections import (
-    compare_section, config_section, environment_section, evaluation_section, overview, sanity_section,
-    training_section, validity_section,
+    compare_section,
+    config_section,
+    environment_section,
+    evaluation_section,
+    overview,
+    sanity_section,
+    training_section,
+    validity_section,
 )
 from robustft.html_sources import read_sources
 from robustft.io import atomic_write_text
@@ -57,8 +63,14 @@ class HtmlReport:
     path: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"report": str(self.path) if self.path else None, "run": str(self.run), "evaluated": self.evaluated,
-                "figures": self.figures, "compare": str(self.compare) if self.compare else None, "notes": self.notes}
+        return {
+            "report": str(self.path) if self.path else None,
+            "run": str(self.run),
+            "evaluated": self.evaluated,
+            "figures": self.figures,
+            "compare": str(self.compare) if self.compare else None,
+            "notes": self.notes,
+        }
 
 
 def render_report(run: str | Path | None = None, compare: str | Path | None = None) -> HtmlReport:
@@ -104,8 +116,14 @@ def render_report(run: str | Path | None = None, compare: str | Path | None = No
     notes = [n for n in (sources.eval_problem, sources.config_problem, figures.missing) if n]
     if not sources.evaluated and not sources.eval_problem:
         notes.append("The run has not been evaluated.")
-    return HtmlReport(run=sources.run, html=page, evaluated=sources.evaluated, figures=figures.drawn, notes=notes,
-                      compare=Path(compare) if compare is not None else None)
+    return HtmlReport(
+        run=sources.run,
+        html=page,
+        evaluated=sources.evaluated,
+        figures=figures.drawn,
+        notes=notes,
+        compare=Path(compare) if compare is not None else None,
+    )
 
 
 def report_path(run: str | Path, out: str | Path | None = None) -> Path:

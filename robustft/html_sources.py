@@ -16,6 +16,7 @@ from robustft.rundir import read_run_info
 
 log = logging.getLogger("robustft")
 
+
 @dataclass
 class RunSources:
     """What the page is made of, read from the run folder. A missing or damaged optional file is a

@@ -101,7 +101,7 @@ def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] = ()) ->
         name = entry.name
         if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX) and entry.is_file()):
             continue
-        target = name[len(TMP_PREFIX):-len(TMP_SUFFIX)].rpartition(".")[0]
+        target = name[len(TMP_PREFIX) : -len(TMP_SUFFIX)].rpartition(".")[0]
         if target and (not names or target in names):
             entry.unlink(missing_ok=True)
             removed.append(entry)
@@ -214,9 +214,7 @@ def load_torch(path: str | Path, what: str = "checkpoint", *, require_checksum: 
     with path.open("rb") as handle:
         head = handle.read(64).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
-        raise UserError(
-            f"The {what} {str(path)!r} is an HTML page, not weights (a failed download?): delete it and download it again."
-        )
+        raise UserError(f"The {what} {str(path)!r} is an HTML page, not weights (a failed download?): delete it and download it again.")
     try:
         import torch
 

@@ -157,8 +157,13 @@ class Loggers:
                 getattr(logger, method)(*args)
             except Exception as exc:  # noqa: BLE001 - a tracker must never end a run
                 self.active.remove((name, logger))
-                log.warning("Logger %r raised %s in %s(): %s; it is switched off and the run goes on.",
-                            name, type(exc).__name__, method, str(exc).splitlines()[0] if str(exc) else "")
+                log.warning(
+                    "Logger %r raised %s in %s(): %s; it is switched off and the run goes on.",
+                    name,
+                    type(exc).__name__,
+                    method,
+                    str(exc).splitlines()[0] if str(exc) else "",
+                )
 
     def log(self, record: Mapping[str, Any]) -> None:
         self._open()
@@ -204,5 +209,15 @@ def final_summary(epochs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"kind": "final", **last}
 
 
-__all__ = ["ALWAYS", "Loggers", "RunLogger", "eval_summary", "final_summary", "flatten", "logger_registry", "resolve", "scalars",
-           "summarise_finished"]
+__all__ = [
+    "ALWAYS",
+    "Loggers",
+    "RunLogger",
+    "eval_summary",
+    "final_summary",
+    "flatten",
+    "logger_registry",
+    "resolve",
+    "scalars",
+    "summarise_finished",
+]

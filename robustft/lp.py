@@ -167,9 +167,7 @@ def project(delta: Tensor, x: Tensor, norm: Norm, eps: Radius) -> Tensor:
     raise ValueError(f"unsupported norm {norm!r}")
 
 
-def check_in_ball_and_box(
-    x_adv: Tensor, x: Tensor, norm: Norm, eps: Radius, rtol: float = 1e-5, atol: float = 1e-6
-) -> Tensor:
+def check_in_ball_and_box(x_adv: Tensor, x: Tensor, norm: Norm, eps: Radius, rtol: float = 1e-5, atol: float = 1e-6) -> Tensor:
     """Per-sample booleans: ``x_adv`` is finite, in ``[0, 1]`` exactly and within ``eps`` of ``x`` in lp.
 
     The box is checked without tolerance. The norm is computed in float64 on the exact difference of the

@@ -28,35 +28,47 @@ def model_index(name: str, config: Mapping[str, Any]) -> list[dict[str, Any]]:
         common["steps"] = evaluation["steps"]
     metrics: list[dict[str, Any]] = [{"type": "accuracy", "name": "Clean accuracy", "value": _pct(evaluation["clean"])}]
     for norm in _norms(config):
-        metrics.append({
-            "type": "robust-accuracy",
-            "name": f"Robust accuracy, {norm.label} (eps {eps[norm.value]})",
-            "value": _pct(evaluation["robust"][norm.value]),
-            "args": {"norm": norm.value, "eps": eps[norm.value], **common},
-        })
+        metrics.append(
+            {
+                "type": "robust-accuracy",
+                "name": f"Robust accuracy, {norm.label} (eps {eps[norm.value]})",
+                "value": _pct(evaluation["robust"][norm.value]),
+                "args": {"norm": norm.value, "eps": eps[norm.value], **common},
+            }
+        )
     union = ", ".join(f"{n.label} {eps[n.value]}" for n in _norms(config))
-    metrics.append({
-        "type": "robust-accuracy",
-        "name": f"Robust accuracy, union ({union})",
-        "value": _pct(evaluation["union"]),
-        "args": {"norms": [n.value for n in _norms(config)], "eps": dict(eps), **common},
-    })
+    metrics.append(
+        {
+            "type": "robust-accuracy",
+            "name": f"Robust accuracy, union ({union})",
+            "value": _pct(evaluation["union"]),
+            "args": {"norms": [n.value for n in _norms(config)], "eps": dict(eps), **common},
+        }
+    )
     dataset = str(config["dataset"])
-    return [{
-        "name": name,
-        "results": [{
-            "task": {"type": "image-classification", "name": "Image Classification"},
-            "dataset": {"name": dataset, "type": dataset, "split": "test"},
-            "metrics": metrics,
-        }],
-    }]
+    return [
+        {
+            "name": name,
+            "results": [
+                {
+                    "task": {"type": "image-classification", "name": "Image Classification"},
+                    "dataset": {"name": dataset, "type": dataset, "split": "test"},
+                    "metrics": metrics,
+                }
+            ],
+        }
+    ]
 
 
 def reproduce_command(config: Mapping[str, Any], folder: str = ".") -> str:
     """The ``robustft eval`` command that evaluates the exported folder as the stored evaluation did."""
     evaluation, eps = config["evaluation"], config["threat_model"]["eps"]
-    parts = ["robustft eval", f"--model file:{folder}", f"--dataset {config['dataset']}",
-             f"--norms {','.join(n.value for n in _norms(config))}"]
+    parts = [
+        "robustft eval",
+        f"--model file:{folder}",
+        f"--dataset {config['dataset']}",
+        f"--norms {','.join(n.value for n in _norms(config))}",
+    ]
     parts += [f"--eps {n}={r}" for n, r in eps.items()]
     parts += [f"--n-ex {evaluation['points']}", f"--suite {evaluation['suite']}"]
     if evaluation.get("steps") is not None:
@@ -99,10 +111,16 @@ def model_card(name: str, config: Mapping[str, Any], stored: StoredEval) -> str:
     ]
     if stored.base:
         base = stored.base
-        lines.append(f"| {config['base_model']} (base) | {_pct(base['clean']):.2f} | "
-                     + " | ".join(f"{_pct(base['robust'][n.value]):.2f}" for n in norms) + f" | {_pct(base['union']):.2f} |")
-    lines.append(f"| {name} | {_pct(evaluation['clean']):.2f} | "
-                 + " | ".join(f"{_pct(evaluation['robust'][n.value]):.2f}" for n in norms) + f" | {_pct(evaluation['union']):.2f} |")
+        lines.append(
+            f"| {config['base_model']} (base) | {_pct(base['clean']):.2f} | "
+            + " | ".join(f"{_pct(base['robust'][n.value]):.2f}" for n in norms)
+            + f" | {_pct(base['union']):.2f} |"
+        )
+    lines.append(
+        f"| {name} | {_pct(evaluation['clean']):.2f} | "
+        + " | ".join(f"{_pct(evaluation['robust'][n.value]):.2f}" for n in norms)
+        + f" | {_pct(evaluation['union']):.2f} |"
+    )
     invalid = {k: v for k, v in (evaluation.get("invalid_points") or {}).items() if v}
     lines += [
         "",
@@ -111,7 +129,9 @@ def model_card(name: str, config: Mapping[str, Any], stored: StoredEval) -> str:
         f"- Suite `{evaluation['suite']}`: " + _suite_text(str(evaluation["suite"])),
         f"- Points: the first {evaluation['points']} images of the test split; a point is robust in the union when it is "
         "classified correctly and no attack in any norm changes its class.",
-        "- Attack steps: " + (str(evaluation["steps"]) if evaluation.get("steps") is not None else "not recorded in the stored evaluation") + ".",
+        "- Attack steps: "
+        + (str(evaluation["steps"]) if evaluation.get("steps") is not None else "not recorded in the stored evaluation")
+        + ".",
         "- Radii: " + ", ".join(f"{n.label} {threat['eps'][n.value]}" for n in norms) + " (inputs in [0, 1]).",
         "- Every adversarial point is checked by the evaluator to lie in its ball and in [0, 1] before it counts"
         + (f"; points projected back: {invalid}." if invalid else "."),
@@ -127,11 +147,16 @@ def model_card(name: str, config: Mapping[str, Any], stored: StoredEval) -> str:
         "",
         f"- Base model: `{config['base_model']}` (zoo `{config['base_zoo']}`).",
         f"- Scheme: `{scheme}`" + (f", {citation}." if citation else "."),
-        "- Training norms and radii: " + ", ".join(f"{Norm.parse(k).label} {v}" for k, v in threat["training_eps"].items()
-                                                 if k in threat["training_norms"]) + ".",
+        "- Training norms and radii: "
+        + ", ".join(f"{Norm.parse(k).label} {v}" for k, v in threat["training_eps"].items() if k in threat["training_norms"])
+        + ".",
     ]
     settings = config.get("finetune") or {}
-    shown = [f"{k} {settings[k]}" for k in ("epochs", "lr", "lr_schedule", "batch_size", "weight_decay", "momentum", "outer_loss", "seed") if k in settings]
+    shown = [
+        f"{k} {settings[k]}"
+        for k in ("epochs", "lr", "lr_schedule", "batch_size", "weight_decay", "momentum", "outer_loss", "seed")
+        if k in settings
+    ]
     if shown:
         lines.append("- Settings: " + ", ".join(shown) + " (all of them in `config.json` under `finetune`).")
     lines += [
@@ -139,8 +164,11 @@ def model_card(name: str, config: Mapping[str, Any], stored: StoredEval) -> str:
         "## Use",
         "",
         "The network takes images in [0, 1]"
-        + (f" and normalises them itself (mean {config['normalization']['mean']}, std {config['normalization']['std']})"
-           if config.get("normalization") else "")
+        + (
+            f" and normalises them itself (mean {config['normalization']['mean']}, std {config['normalization']['std']})"
+            if config.get("normalization")
+            else ""
+        )
         + f"; `config.json` names the architecture (`{config['architecture']}`). With robustft installed:",
         "",
         "```python",
@@ -149,7 +177,7 @@ def model_card(name: str, config: Mapping[str, Any], stored: StoredEval) -> str:
         "from robustft.pluginmanager import registries",
         "",
         'model, info = load_model("file:path/to/this/folder", registries(), torch.device("cpu"))',
-        "logits = model(images)  # images: a float tensor of shape (N, %d, %d, %d) in [0, 1]" % (c, h, w),
+        f"logits = model(images)  # images: a float tensor of shape (N, {c}, {h}, {w}) in [0, 1]",
         "```",
         "",
         "## Citation",

@@ -87,9 +87,7 @@ def parse_radius(text: str | float | int | Fraction) -> Fraction:
         raw = str(text).strip()
         num, sep, den = raw.partition("/")
         if not _NUMBER.match(num) or (sep and not _NUMBER.match(den)):
-            raise BadInputError(
-                f"Radius {raw!r} is not a number: write it as a decimal or a fraction such as 0.5 or 8/255."
-            )
+            raise BadInputError(f"Radius {raw!r} is not a number: write it as a decimal or a fraction such as 0.5 or 8/255.")
         if sep and Fraction(den.strip()) == 0:
             raise BadInputError(f"Radius {raw!r} divides by zero.")
         value = Fraction(num.strip()) / (Fraction(den.strip()) if sep else 1)
@@ -116,9 +114,7 @@ def parse_eps_items(items: Iterable[str]) -> dict[Norm, Fraction]:
     for item in items:
         norm_text, sep, radius_text = str(item).partition("=")
         if not sep or not norm_text.strip() or not radius_text.strip():
-            raise BadInputError(
-                f"Radius {item!r} is not of the form NORM=RADIUS, for example inf=8/255 or 1=12."
-            )
+            raise BadInputError(f"Radius {item!r} is not of the form NORM=RADIUS, for example inf=8/255 or 1=12.")
         norm = Norm.parse(norm_text)
         if norm in radii:
             raise BadInputError(f"The {norm.label} radius is given twice (--eps {norm.value}=...): give each norm once.")

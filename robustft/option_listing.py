@@ -10,8 +10,13 @@ from robustft.errors import BadInputError
 def scheme_option_rows(registries: Any) -> list[dict[str, Any]]:
     """Per installed scheme: name, plugin, aliases, description and its options (see ``SchemeOption.describe``)."""
     return [
-        {"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases), "description": e.description,
-         "options": [spec.describe() for spec in e.obj.Options.specs()]}
+        {
+            "name": e.name,
+            "plugin": e.plugin,
+            "aliases": list(e.aliases),
+            "description": e.description,
+            "options": [spec.describe() for spec in e.obj.Options.specs()],
+        }
         for e in registries.schemes
     ]
 
@@ -42,7 +47,9 @@ def print_scheme_options(registries: Any, kind: str, json_output: bool) -> None:
         print_json({"schemes": rows})
         return
     cells = [[row["name"], o["name"], o["type"], _shown(o["default"]), allowed(o), o["help"]] for row in rows for o in row["options"]]
-    table = listing_table("Options of installed schemes (--option NAME=VALUE)", ["scheme", "option", "type", "default", "allowed", "help"], cells)
+    table = listing_table(
+        "Options of installed schemes (--option NAME=VALUE)", ["scheme", "option", "type", "default", "allowed", "help"], cells
+    )
     without = [row["name"] for row in rows if not row["options"]]
     if without:
         table.caption = "No options: " + ", ".join(without) + "."

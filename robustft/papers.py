@@ -23,8 +23,7 @@ EAT = Paper(
     "  booktitle = {International Conference on Machine Learning (ICML)},\n  year      = {2022}\n}",
 )
 _RAMP = Paper(
-    'Jiang & Singh, "RAMP: Boosting Adversarial Robustness Against Multiple lp Perturbations for Universal '
-    'Robustness", NeurIPS 2024',
+    'Jiang & Singh, "RAMP: Boosting Adversarial Robustness Against Multiple lp Perturbations for Universal Robustness", NeurIPS 2024',
     "@inproceedings{jiang2024ramp,\n  title     = {{RAMP}: Boosting Adversarial Robustness Against Multiple $l_p$ Perturbations"
     " for Universal Robustness},\n  author    = {Jiang, Enyi and Singh, Gagandeep},\n"
     "  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},\n  year      = {2024}\n}",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustft.attack_passes import Passes, counted_passes
 from robustft.contracts import (
     Attack,
     AttackFactory,
@@ -45,7 +46,6 @@ from robustft.contracts import (
     TrainContext,
     option,
 )
-from robustft.attack_passes import Passes, counted_passes
 from robustft.data import ImageArrayDataset, data_root, get_key, load_extra_data, safe_unpickle
 from robustft.errors import BadInputError, UnknownNameError, UserError
 from robustft.export_format import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_WEIGHTS
@@ -86,16 +86,60 @@ def require_api(version: str, plugin: str) -> None:
         raise BadInputError(f"Plugin {plugin!r} asks for plugin API {version!r}, which is not a version like '1.0'.") from None
     have_major, have_minor = (int(part) for part in API_VERSION.split(".")[:2])
     if major != have_major or minor > have_minor:
-        raise UserError(f"Plugin {plugin!r} needs robustft's plugin API {version}; this robustft offers {API_VERSION}: "
-                        "upgrade robustft or the plugin.")
+        raise UserError(
+            f"Plugin {plugin!r} needs robustft's plugin API {version}; this robustft offers {API_VERSION}: upgrade robustft or the plugin."
+        )
 
 
 __all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
-    "API_VERSION", "DISPLAY_ORDER", "EXPORT_CONFIG", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "EXPORT_WEIGHTS",
-    "METRICS_FILE", "Attack", "AttackFactory", "AttackResult", "BadInputError",
-    "DatasetPlugin", "EvalSuite", "ImageArrayDataset", "L1Step", "ModelInfo", "ModelZoo", "Norm", "Passes", "RunLogger",
-    "Scheme", "SchemeOption", "SchemeOptions", "TrainContext", "UnknownNameError", "UnsafeFileError", "UserError", "append_jsonl",
-    "atomic_write_text", "cache_dir", "counted_passes", "data_root", "flatten", "format_radius", "get_key", "hookimpl",
-    "l0_norms", "l2_radius_hull", "load_extra_data", "load_torch", "option", "pickle_culprit", "project", "require_api", "safe_unpickle",
-    "save_torch", "scalars", "sha256_file", "step_for", *_LAZY,
+    "API_VERSION",
+    "DISPLAY_ORDER",
+    "EXPORT_CONFIG",
+    "EXPORT_FORMAT",
+    "EXPORT_FORMAT_VERSION",
+    "EXPORT_WEIGHTS",
+    "METRICS_FILE",
+    "Attack",
+    "AttackFactory",
+    "AttackResult",
+    "BadInputError",
+    "DatasetPlugin",
+    "EvalSuite",
+    "ImageArrayDataset",
+    "L1Step",
+    "ModelInfo",
+    "ModelZoo",
+    "Norm",
+    "Passes",
+    "RunLogger",
+    "Scheme",
+    "SchemeOption",
+    "SchemeOptions",
+    "TrainContext",
+    "UnknownNameError",
+    "UnsafeFileError",
+    "UserError",
+    "append_jsonl",
+    "atomic_write_text",
+    "cache_dir",
+    "counted_passes",
+    "data_root",
+    "flatten",
+    "format_radius",
+    "get_key",
+    "hookimpl",
+    "l0_norms",
+    "l2_radius_hull",
+    "load_extra_data",
+    "load_torch",
+    "option",
+    "pickle_culprit",
+    "project",
+    "require_api",
+    "safe_unpickle",
+    "save_torch",
+    "scalars",
+    "sha256_file",
+    "step_for",
+    *_LAZY,
 ]

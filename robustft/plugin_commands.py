@@ -32,8 +32,13 @@ def entry_point_fingerprint() -> str:
     or switched off or on with ``ROBUSTFT_DISABLE_PLUGINS``."""
     disabled = disabled_from_env()
     rows = sorted(
-        (ep.name, ep.value, ep.dist.metadata["Name"] if ep.dist else "", ep.dist.version if ep.dist else "",
-         bool(disable_keys(ep.name, ep.dist.metadata["Name"] if ep.dist else None) & disabled))
+        (
+            ep.name,
+            ep.value,
+            ep.dist.metadata["Name"] if ep.dist else "",
+            ep.dist.version if ep.dist else "",
+            bool(disable_keys(ep.name, ep.dist.metadata["Name"] if ep.dist else None) & disabled),
+        )
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
     )
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()

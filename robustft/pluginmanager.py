@@ -139,8 +139,17 @@ class PluginInfo:
         return f"switch it off with {DISABLE_ENV}={self.off_switch}{uninstall}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "entry_point": self.entry_point, "module": self.module, "distribution": self.distribution,
-                "version": self.version, "hooks": self.hooks, "status": self.status, "error": self.error, "refused": self.refused}
+        return {
+            "name": self.name,
+            "entry_point": self.entry_point,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "hooks": self.hooks,
+            "status": self.status,
+            "error": self.error,
+            "refused": self.refused,
+        }
 
 
 class PluginHost:
@@ -215,8 +224,14 @@ class PluginHost:
             distribution, version = distribution_of(ep)
             name = ep.name if ep.name not in self.plugins else f"{distribution}:{ep.name}"
             keys = disable_keys(ep.name, distribution)
-            info = PluginInfo(name=name, module=ep.value, distribution=distribution, version=version, entry_point=ep.name,
-                              off_switch=f"{distribution}:{ep.name}" if ep.name in shared and distribution else ep.name)
+            info = PluginInfo(
+                name=name,
+                module=ep.value,
+                distribution=distribution,
+                version=version,
+                entry_point=ep.name,
+                off_switch=f"{distribution}:{ep.name}" if ep.name in shared and distribution else ep.name,
+            )
             self.plugins[name] = info
             if keys & self.disabled:
                 matched |= keys & self.disabled
@@ -231,22 +246,29 @@ class PluginHost:
                 continue
             info.hooks = self._hooks_of(name)
         for token in sorted(self.disabled - matched):
-            names = sorted({key for info in self.plugins.values() for key in disable_keys(info.entry_point or info.name, info.distribution)})
+            names = sorted(
+                {key for info in self.plugins.values() for key in disable_keys(info.entry_point or info.name, info.distribution)}
+            )
             close = difflib.get_close_matches(token, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             if self.strict:
                 raise PluginError(f"{DISABLE_ENV} names {token!r}, which is no installed plugin{hint}; correct it or unset {STRICT_ENV}.")
             self._problem(f"{DISABLE_ENV} names {token!r}, which is no installed plugin{hint}.")
 
-    def register(self, plugin: Any, name: str | None = None, *, version: str | None = None,
-                 distribution: str | None = None) -> str | None:
+    def register(self, plugin: Any, name: str | None = None, *, version: str | None = None, distribution: str | None = None) -> str | None:
         """Register a plugin object or module by hand (for library users and tests); None when its name is disabled."""
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         if self.pm.is_blocked(name):
             return None
         self.pm.register(plugin, name=name)
-        self.plugins[name] = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)), distribution=distribution,
-                                        version=version, entry_point=None, hooks=self._hooks_of(name))
+        self.plugins[name] = PluginInfo(
+            name=name,
+            module=getattr(plugin, "__name__", repr(plugin)),
+            distribution=distribution,
+            version=version,
+            entry_point=None,
+            hooks=self._hooks_of(name),
+        )
         self._check_unknown_hooks()
         self._registries = None
         return name
@@ -312,15 +334,21 @@ class PluginHost:
     def _add(self, registry: Any, obj: Any, plugin: str, name: str, aliases: tuple[str, ...]) -> None:
         taken = registry.owner(name)
         if taken is not None:
-            self._refuse(plugin, f"registered {registry.kind} {name!r}, which {self._label(taken.plugin)} already registered",
-                         f"that {registry.kind} was refused and the plugin's other registrations are kept")
+            self._refuse(
+                plugin,
+                f"registered {registry.kind} {name!r}, which {self._label(taken.plugin)} already registered",
+                f"that {registry.kind} was refused and the plugin's other registrations are kept",
+            )
             return
         kept: list[str] = []
         for alias in aliases:
             taken = registry.owner(alias)
             if taken is not None:
-                self._refuse(plugin, f"gave {registry.kind} {name!r} the alias {alias!r}, which {self._label(taken.plugin)} already registered",
-                             f"that alias was refused and {registry.kind} {name!r} is kept")
+                self._refuse(
+                    plugin,
+                    f"gave {registry.kind} {name!r} the alias {alias!r}, which {self._label(taken.plugin)} already registered",
+                    f"that alias was refused and {registry.kind} {name!r} is kept",
+                )
             elif alias.lower() not in (k.lower() for k in kept):
                 kept.append(alias)
         registry.add(obj, plugin, aliases=tuple(kept))
@@ -331,7 +359,7 @@ class PluginHost:
 
     def call_commands(self, app: Any) -> None:
         """Let the plugins add their sub-commands to ``app`` (a typer app); a failing hook adds none."""
-        self.registries  # a plugin that fails in another hook is removed before it adds commands
+        self.registries  # noqa: B018 - building the registries runs every hook; a plugin that fails in another hook is removed before it adds commands
         for impl in list(self.pm.hook.register_commands.get_hookimpls()):
             commands, groups = len(app.registered_commands), len(app.registered_groups)
             try:
@@ -411,8 +439,7 @@ class PluginHost:
         remedy = info.remedy()
         raise PluginCrash(
             f"Plugin {info.label} raised {type(exc).__name__}: {_first_line(exc) or 'no detail'} "
-            f"(rerun with --debug for the traceback; report it to the plugin's authors"
-            + (f", or {remedy}" if remedy else "") + ")."
+            f"(rerun with --debug for the traceback; report it to the plugin's authors" + (f", or {remedy}" if remedy else "") + ")."
         ) from exc
 
 

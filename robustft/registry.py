@@ -32,9 +32,7 @@ def checked(value: Any, expected: type | tuple[type, ...], *, what: str, plugin:
     ``what`` names the call, e.g. ``"model zoo 'builtin' load()"``.
     """
     if not isinstance(value, expected):
-        raise PluginFault(
-            f"Plugin {plugin!r} is faulty: {what} returned {type(value).__name__}, not {_type_names(expected)}."
-        )
+        raise PluginFault(f"Plugin {plugin!r} is faulty: {what} returned {type(value).__name__}, not {_type_names(expected)}.")
     return value
 
 
@@ -114,9 +112,7 @@ class Registry(Generic[T]):
             return
         if self._is_class:
             if not (isinstance(obj, type) and issubclass(obj, contract)):
-                raise RegistrationError(
-                    f"{plugin} registered {self.kind} {name!r}, which is not a subclass of {_type_names(contract)}"
-                )
+                raise RegistrationError(f"{plugin} registered {self.kind} {name!r}, which is not a subclass of {_type_names(contract)}")
             abstract = sorted(getattr(obj, "__abstractmethods__", ()))
             if abstract:
                 raise RegistrationError(f"{plugin} registered {self.kind} {name!r} without {', '.join(abstract)}")

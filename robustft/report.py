@@ -44,7 +44,7 @@ def _delta(value: float, base: float) -> str:
     return f" [{colour}]({diff:+.1f})[/{colour}]"
 
 
-def eval_table(report: "EvalReport") -> Table:
+def eval_table(report: EvalReport) -> Table:
     """Like Table 2 of the E-AT paper: clean, l-inf, l2, l1, union in %, deltas against the base row."""
     first = report.results[0]
     norms = [n for n in DISPLAY_ORDER if n in first.robust]
@@ -75,7 +75,7 @@ def eval_table(report: "EvalReport") -> Table:
     return table
 
 
-def geometry_table(geo: "Geometry") -> Table:
+def geometry_table(geo: Geometry) -> Table:
     table = Table(title=f"l2 balls implied by l1 {geo.eps_1:g} and l-inf {geo.eps_inf:.6g} in d = {geo.dim}", title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")

@@ -1,14 +1,14 @@
 """Run directories: what a fine-tuning run leaves behind, and how to find the latest one.
 
-    runs/<timestamp>-<model>-<scheme>/
-        config.toml          the resolved configuration (pass it back with --config to repeat the run)
-        run.json             base model, zoo, data set, status, timings
-        metrics.jsonl        one JSON object per batch ("kind": "batch") and per epoch ("kind": "epoch")
-        checkpoints/epoch-001.pt ...   weights, optimizer, schedule position, scheme state, RNG states
-        checkpoints/epoch-002-batch-0004.pt   mid-epoch checkpoints (--checkpoint-every N; the last two kept)
-        model.pt             the final weights
-        *.pt.sha256          the SHA-256 of each torch file, checked before it is loaded
-    runs/latest              a text file holding the path of the newest run
+runs/<timestamp>-<model>-<scheme>/
+    config.toml          the resolved configuration (pass it back with --config to repeat the run)
+    run.json             base model, zoo, data set, status, timings
+    metrics.jsonl        one JSON object per batch ("kind": "batch") and per epoch ("kind": "epoch")
+    checkpoints/epoch-001.pt ...   weights, optimizer, schedule position, scheme state, RNG states
+    checkpoints/epoch-002-batch-0004.pt   mid-epoch checkpoints (--checkpoint-every N; the last two kept)
+    model.pt             the final weights
+    *.pt.sha256          the SHA-256 of each torch file, checked before it is loaded
+runs/latest              a text file holding the path of the newest run
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def check_utf8(path: str | Path, option: str = "--out") -> None:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
         shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise BadInputError(f"{option} {shown!r} is not valid UTF-8, which robustft's files need to record it; choose a UTF-8 name.") from None
+        raise BadInputError(
+            f"{option} {shown!r} is not valid UTF-8, which robustft's files need to record it; choose a UTF-8 name."
+        ) from None
 
 
 def plan_run_dir(model: str, scheme: str, out: str | None = None) -> Path:
@@ -76,8 +78,11 @@ def only_scaffolding(path: Path) -> bool:
         if entry.name == "checkpoints" and entry.is_dir():
             if any(entry.iterdir()):
                 return False
-        elif (entry.name not in SCAFFOLDING and not entry.name.startswith(".write-test-")
-              and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))):
+        elif (
+            entry.name not in SCAFFOLDING
+            and not entry.name.startswith(".write-test-")
+            and not (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+        ):
             return False
     return True
 
@@ -86,8 +91,7 @@ def killed_before_start(run_dir: Path) -> bool:
     """The run in ``run_dir`` was stopped after writing its config.toml and before its first run.json and
     checkpoint: ``--resume`` starts it from the beginning with that configuration."""
     return (
-        run_dir.is_dir() and (run_dir / "config.toml").is_file() and not (run_dir / "run.json").exists()
-        and not list_checkpoints(run_dir)
+        run_dir.is_dir() and (run_dir / "config.toml").is_file() and not (run_dir / "run.json").exists() and not list_checkpoints(run_dir)
     )
 
 
@@ -218,9 +222,7 @@ def mark_latest(run_dir: Path) -> None:
 def latest_run() -> Path:
     pointer = runs_dir() / LATEST
     if not pointer.is_file():
-        raise UserError(
-            f"No run found ({str(pointer)!r} does not exist): run 'robustft finetune' first, or pass --model or --run."
-        )
+        raise UserError(f"No run found ({str(pointer)!r} does not exist): run 'robustft finetune' first, or pass --model or --run.")
     path = Path(pointer.read_text(encoding="utf-8").strip())
     if not path.is_dir():
         raise UserError(f"The latest run {str(path)!r} named in {str(pointer)!r} no longer exists; pass --run or --model.")

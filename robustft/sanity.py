@@ -6,8 +6,8 @@ Carlini et al., "On Evaluating Adversarial Robustness", 2019, Sec. 5 checklist),
 not converged overstates robustness the same way; a stronger attack that finds clearly more adversarial
 points is the symptom of both (Croce & Hein, "Reliable evaluation of adversarial robustness with an
 ensemble of diverse parameter-free attacks", ICML 2020). The checks test the evaluation suite the table
-was made with (``--suite``: the E-AT protocol ``e-at`` of plugins/suites/eat_protocol.py, standard
-AutoAttack ``autoattack`` of plugins/suites/autoattack.py, or a plugin's). Each is run with
+was made with (``--suite``: the E-AT protocol ``e-at`` of plugins/robustft_plugins/suites/eat_protocol.py, standard
+AutoAttack ``autoattack`` of plugins/robustft_plugins/suites/autoattack.py, or a plugin's). Each is run with
 :func:`robustft.evaluation.evaluate_model`, so every adversarial point is checked to lie in its ball and
 in [0, 1], on a subset of the test points:
 
@@ -98,8 +98,14 @@ class SanityCheck:
     values: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "check": self.check, "norm": self.norm, "passed": self.passed,
-                "detail": self.detail, "values": self.values}
+        return {
+            "model": self.model,
+            "check": self.check,
+            "norm": self.norm,
+            "passed": self.passed,
+            "detail": self.detail,
+            "values": self.values,
+        }
 
 
 class _OneAttack(EvalSuite):
@@ -127,8 +133,13 @@ class _Restarts(EvalSuite):
         self.name = f"{suite.name} + restarts"
 
     def attacks(self, norm: Norm, eps: float, *, num_classes: int, steps: int, seed: int, registry: Any) -> list[tuple[str, Attack]]:
-        options: dict[str, Any] = {"steps": steps, "purpose": "eval", "loss": "ce", "restarts": MORE_RESTARTS,
-                                   "seed": seed + RESTART_SEED_OFFSET}
+        options: dict[str, Any] = {
+            "steps": steps,
+            "purpose": "eval",
+            "loss": "ce",
+            "restarts": MORE_RESTARTS,
+            "seed": seed + RESTART_SEED_OFFSET,
+        }
         if Norm.parse(norm) is Norm.L1:
             options["use_largereps"] = True  # AutoAttack's l1 APGD: without it l1 APGD is much weaker
         label = f"apgd-ce x{MORE_RESTARTS} restarts"
@@ -193,12 +204,22 @@ def check_model(
     attack family of the extra restarts and of the transfer attack. See the module docstring."""
     common = dict(registries=registries, n_ex=n_ex, batch_size=batch_size, device=device, seed=seed, progress=progress)
 
-    def robust(norm: Norm, radius: Fraction, label: str, suite_: EvalSuite, steps_: int,
-               start: Tensor | None = None) -> tuple[int, int, Tensor]:
+    def robust(
+        norm: Norm, radius: Fraction, label: str, suite_: EvalSuite, steps_: int, start: Tensor | None = None
+    ) -> tuple[int, int, Tensor]:
         """The number of points left robust (counted, not a rounded fraction), the number of points, and the
         per-point mask; ``start`` continues from an earlier evaluation's mask (see :func:`evaluate_model`)."""
-        result = evaluate_model(model, dataset, [norm], {norm: radius}, suite=suite_, steps=steps_, name=f"{name} {label}",
-                                start={norm: start} if start is not None else None, **common)
+        result = evaluate_model(
+            model,
+            dataset,
+            [norm],
+            {norm: radius},
+            suite=suite_,
+            steps=steps_,
+            name=f"{name} {label}",
+            start={norm: start} if start is not None else None,
+            **common,
+        )
         mask = result.per_point[norm.value]
         return int(mask.sum()), result.n, mask
 
@@ -216,21 +237,44 @@ def check_model(
         label = f"{norm.label} {format_radius(radius)}"
         within = f"{allowed} of {n} points"
         checks += [
-            SanityCheck(name, "more-steps", norm.value, abs(more_steps - base) <= allowed,
-                        f"{label}: {_pct(base, n)} robust to {suite.name} with {steps} steps, {_pct(more_steps, n)} with "
-                        f"{2 * steps} (allowed: {within} either way)",
-                        {"steps": base / n, "more_steps": more_steps / n, "tolerance": allowed / n}),
-            SanityCheck(name, "more-restarts", norm.value, base - more_restarts <= allowed,
-                        f"{label}: {_pct(base, n)} robust to {suite.name}, {_pct(more_restarts, n)} after APGD-CE with "
-                        f"{MORE_RESTARTS} more random restarts (allowed: a drop of {within})",
-                        {"suite": base / n, "more_restarts": more_restarts / n, "tolerance": allowed / n}),
-            SanityCheck(name, "transfer", norm.value, transfer >= base - allowed,
-                        f"{label}: {_pct(base, n)} robust to {suite.name}, {_pct(transfer, n)} to transferred points",
-                        {"white_box": base / n, "transfer": transfer / n, "tolerance": allowed / n}),
+            SanityCheck(
+                name,
+                "more-steps",
+                norm.value,
+                abs(more_steps - base) <= allowed,
+                f"{label}: {_pct(base, n)} robust to {suite.name} with {steps} steps, {_pct(more_steps, n)} with "
+                f"{2 * steps} (allowed: {within} either way)",
+                {"steps": base / n, "more_steps": more_steps / n, "tolerance": allowed / n},
+            ),
+            SanityCheck(
+                name,
+                "more-restarts",
+                norm.value,
+                base - more_restarts <= allowed,
+                f"{label}: {_pct(base, n)} robust to {suite.name}, {_pct(more_restarts, n)} after APGD-CE with "
+                f"{MORE_RESTARTS} more random restarts (allowed: a drop of {within})",
+                {"suite": base / n, "more_restarts": more_restarts / n, "tolerance": allowed / n},
+            ),
+            SanityCheck(
+                name,
+                "transfer",
+                norm.value,
+                transfer >= base - allowed,
+                f"{label}: {_pct(base, n)} robust to {suite.name}, {_pct(transfer, n)} to transferred points",
+                {"white_box": base / n, "transfer": transfer / n, "tolerance": allowed / n},
+            ),
         ]
     unbounded, n, _ = robust(Norm.LINF, Fraction(1), f"{suite.name} radius 1", suite, steps)
-    checks.append(SanityCheck(name, "linf-radius-1", Norm.LINF.value, unbounded == 0,
-                              f"l-inf 1: {_pct(unbounded, n)} robust to {suite.name} (must be 0)", {"robust": unbounded / n}))
+    checks.append(
+        SanityCheck(
+            name,
+            "linf-radius-1",
+            Norm.LINF.value,
+            unbounded == 0,
+            f"l-inf 1: {_pct(unbounded, n)} robust to {suite.name} (must be 0)",
+            {"robust": unbounded / n},
+        )
+    )
     return checks
 
 
@@ -273,8 +317,9 @@ def sanity(
     registries.attacks.get(attack)
     suite_obj = registries.suites.get(suite) if isinstance(suite, str) else suite
     if subjects is None:
-        subjects = resolve(model=model, run=run, dataset=dataset, registries=registries, model_options=model_options,
-                           data_options=data_options)
+        subjects = resolve(
+            model=model, run=run, dataset=dataset, registries=registries, model_options=model_options, data_options=data_options
+        )
     data = subjects.dataset
     nets = [s.model(torch_device) for s in reversed(subjects.models)][::-1]  # the run's model first, as evaluate()
     if subjects.has_base:  # each model is the other's transfer surrogate (see the module docstring)
@@ -284,13 +329,31 @@ def sanity(
     radii = subjects.radii(norm_list, eps)
     checks: list[SanityCheck] = []
     for label, net, surrogate in targets:
-        checks += check_model(net, data, norm_list, radii, registries=registries, suite=suite_obj, surrogate=surrogate, name=label,
-                              attack=attack, n_ex=n_ex, steps=steps, batch_size=batch_size, device=torch_device,
-                              seed=seed, progress=progress)
+        checks += check_model(
+            net,
+            data,
+            norm_list,
+            radii,
+            registries=registries,
+            suite=suite_obj,
+            surrogate=surrogate,
+            name=label,
+            attack=attack,
+            n_ex=n_ex,
+            steps=steps,
+            batch_size=batch_size,
+            device=torch_device,
+            seed=seed,
+            progress=progress,
+        )
     failed = [c for c in checks if not c.passed]
     if failed:
-        log.warning("%d of %d sanity check(s) failed: %s; the robust accuracies above may be overestimated.",
-                    len(failed), len(checks), ", ".join(f"{c.model} {c.check} ({c.norm})" for c in failed))
+        log.warning(
+            "%d of %d sanity check(s) failed: %s; the robust accuracies above may be overestimated.",
+            len(failed),
+            len(checks),
+            ", ".join(f"{c.model} {c.check} ({c.norm})" for c in failed),
+        )
     return checks
 
 

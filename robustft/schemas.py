@@ -94,8 +94,10 @@ class Schema:
             raise SchemaError(f"{where} is damaged: it holds {type(value).__name__}, not a table of fields.")
         version = value.get("format", 1)
         if cls.format_version is not None and (not _fits(version, int) or version > cls.format_version):
-            raise SchemaError(f"{where} has format {version!r}, which this robustft (format {cls.format_version}) "
-                              "cannot read: it was written by a newer robustft.")
+            raise SchemaError(
+                f"{where} has format {version!r}, which this robustft (format {cls.format_version}) "
+                "cannot read: it was written by a newer robustft."
+            )
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -104,8 +106,7 @@ class Schema:
                     raise SchemaError(f"{where} is damaged: it has no {f.name!r}.")
                 continue
             if not _fits(value[f.name], hints[f.name]):
-                raise SchemaError(f"{where} is damaged: {f.name!r} must be {_describe(hints[f.name])}, "
-                                  f"not {value[f.name]!r:.60}.")
+                raise SchemaError(f"{where} is damaged: {f.name!r} must be {_describe(hints[f.name])}, not {value[f.name]!r:.60}.")
         cls.extra_checks(value, where)
         return dict(value)
 

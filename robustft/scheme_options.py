@@ -130,8 +130,15 @@ class _Settings:
     parse: Callable[[str], Any] | None
 
 
-def option(default: Any, *, help: str, range: str | Sequence[float | None] | None = None,  # noqa: A002 - the word users read
-           choices: Sequence[Any] = (), cli_name: str | None = None, parse: Callable[[str], Any] | None = None) -> Any:
+def option(
+    default: Any,
+    *,
+    help: str,
+    range: str | Sequence[float | None] | None = None,  # noqa: A002 - the word users read
+    choices: Sequence[Any] = (),
+    cli_name: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
     """One scheme option, as a field of a :class:`SchemeOptions` subclass.
 
     ``default``: its value when the user gives none (of the field's type). ``help``: one line for
@@ -196,8 +203,13 @@ class SchemeOption:
     def describe(self) -> dict[str, Any]:
         """For ``robustft list schemes --options --json``."""
         return {
-            "name": self.name, "attribute": self.attribute, "type": self.type.__name__, "default": self.default,
-            "range": str(self.range) if self.range is not None else None, "choices": list(self.choices), "help": self.help,
+            "name": self.name,
+            "attribute": self.attribute,
+            "type": self.type.__name__,
+            "default": self.default,
+            "range": str(self.range) if self.range is not None else None,
+            "choices": list(self.choices),
+            "help": self.help,
         }
 
 
@@ -270,8 +282,14 @@ def _specs(cls: type[SchemeOptions]) -> tuple[SchemeOption, ...]:
         if settings.range is not None and kind not in (int, float):
             raise TypeError(f"{where} has a range but is not a number")
         spec = SchemeOption(
-            name=settings.cli_name or field.name.replace("_", "-"), attribute=field.name, type=kind, default=field.default,
-            help=settings.help, range=settings.range, choices=settings.choices, parse=settings.parse,
+            name=settings.cli_name or field.name.replace("_", "-"),
+            attribute=field.name,
+            type=kind,
+            default=field.default,
+            help=settings.help,
+            range=settings.range,
+            choices=settings.choices,
+            parse=settings.parse,
         )
         try:
             spec.convert(spec.default, cls.__qualname__)

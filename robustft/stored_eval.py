@@ -76,7 +76,9 @@ def read_stored_eval(run_dir: str | Path) -> StoredEval | None:
     if expected and checksum_path(weights).is_file():
         current = checksum_path(weights).read_text(encoding="utf-8", errors="replace").split()[:1]
         if current and current[0] != expected:
-            raise UserError(f"The stored evaluation {str(path)!r} is of other weights than the run's model.pt (trained further since?): {redo}.")
+            raise UserError(
+                f"The stored evaluation {str(path)!r} is of other weights than the run's model.pt (trained further since?): {redo}."
+            )
     return StoredEval(path=path, result=dict(tuned), base=dict(base) if base else None, settings=dict(settings))
 
 
@@ -87,9 +89,15 @@ def _valid_row(row: Any) -> bool:
     try:
         robust, eps = row["robust"], row["eps"]
         return (
-            fraction(row["clean"]) and fraction(row["union"]) and isinstance(row["n"], int) and row["n"] > 0
-            and isinstance(robust, dict) and bool(robust) and all(fraction(v) for v in robust.values())
-            and isinstance(eps, dict) and set(normalise_eps(eps)) == {Norm.parse(k) for k in robust}
+            fraction(row["clean"])
+            and fraction(row["union"])
+            and isinstance(row["n"], int)
+            and row["n"] > 0
+            and isinstance(robust, dict)
+            and bool(robust)
+            and all(fraction(v) for v in robust.values())
+            and isinstance(eps, dict)
+            and set(normalise_eps(eps)) == {Norm.parse(k) for k in robust}
         )
     except (KeyError, TypeError, UserError):
         return False

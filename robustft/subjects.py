@@ -80,8 +80,9 @@ class Subjects:
         return radii
 
 
-def load_from_zoo(zoo: ModelZoo, info: ModelInfo, registries: Registries, device: torch.device,
-                  dataset: DatasetPlugin | None, options: Mapping[str, Any]) -> nn.Module:
+def load_from_zoo(
+    zoo: ModelZoo, info: ModelInfo, registries: Registries, device: torch.device, dataset: DatasetPlugin | None, options: Mapping[str, Any]
+) -> nn.Module:
     """``zoo.load``, checked to return a network (a faulty zoo is named), on ``device``."""
     model = zoo.load(info, device=device, dataset=dataset, **options)
     return checked(model, nn.Module, what=f"model zoo {zoo.name!r} load()", plugin=registries.plugin_of("zoos", zoo)).to(device)
@@ -94,16 +95,26 @@ def check_run_weights(run_dir: Path, *, strict: bool = False) -> Path:
     if not weights.is_file():
         raise UserError(f"Run {str(run_dir)!r} has no final weights (model.pt): it did not finish.")
     if not checksum_path(weights).is_file():
-        message = (f"The weights file {str(weights)!r} has no checksum file ({checksum_path(weights).name}), so it "
-                   "cannot be checked; robustft writes one with every model.pt")
+        message = (
+            f"The weights file {str(weights)!r} has no checksum file ({checksum_path(weights).name}), so it "
+            "cannot be checked; robustft writes one with every model.pt"
+        )
         if strict:
             raise UserError(message + " (--strict).")
         log.warning("%s.", message)
     return weights
 
 
-def _load_tuned(weights: Path, base_model: str, zoo: ModelZoo, info: ModelInfo, registries: Registries,
-                device: torch.device, dataset: DatasetPlugin | None, options: Mapping[str, Any]) -> nn.Module:
+def _load_tuned(
+    weights: Path,
+    base_model: str,
+    zoo: ModelZoo,
+    info: ModelInfo,
+    registries: Registries,
+    device: torch.device,
+    dataset: DatasetPlugin | None,
+    options: Mapping[str, Any],
+) -> nn.Module:
     state = load_torch(weights, "weights file")  # refuse a damaged or unsafe file before any compute
     model = load_from_zoo(zoo, info, registries, device, dataset, options)
     try:
@@ -164,18 +175,26 @@ def resolve(
     data = _dataset(dataset, recorded["dataset"], registries, {**recorded.get("data_options", {}), **d_options})
     options = {**recorded.get("model_options", {}), **m_options}
     weights = check_run_weights(run_dir, strict=strict)
-    tuned = Subject(label or f"+ {recorded['scheme']}", info=info, run_dir=run_dir,
-                    loader=lambda device: _load_tuned(weights, base_name, zoo, info, registries, device, data, options))
+    tuned = Subject(
+        label or f"+ {recorded['scheme']}",
+        info=info,
+        run_dir=run_dir,
+        loader=lambda device: _load_tuned(weights, base_name, zoo, info, registries, device, data, options),
+    )
     models = [tuned]
     if with_base:
         models.insert(0, Subject(base_name, lambda device: load_from_zoo(zoo, info, registries, device, data, options), info=info))
-    return Subjects(models=models, dataset=data, run_dir=run_dir, run_eps=normalise_eps(recorded.get("eps", {})),
-                    has_base=with_base)
+    return Subjects(models=models, dataset=data, run_dir=run_dir, run_eps=normalise_eps(recorded.get("eps", {})), has_base=with_base)
 
 
 def load_run_model(
-    run_dir: str | Path, registries: Registries, device: torch.device, dataset: DatasetPlugin | None = None,
-    *, strict: bool = False, **model_options: Any,
+    run_dir: str | Path,
+    registries: Registries,
+    device: torch.device,
+    dataset: DatasetPlugin | None = None,
+    *,
+    strict: bool = False,
+    **model_options: Any,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The fine-tuned model of a run, its base architecture with the run's final weights, and the run's
     ``run.json`` (see :func:`check_run_weights` for the checksum)."""

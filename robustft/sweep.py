@@ -94,15 +94,19 @@ class Curve:
         }
 
 
-def curve_table(rows: Sequence[tuple[str, Mapping[Norm, Curve]]], n: int, dataset: str) -> "Table":
+def curve_table(rows: Sequence[tuple[str, Mapping[Norm, Curve]]], n: int, dataset: str) -> Table:
     """Robust accuracy (%) per radius, one row per model and norm (the numbers ``robustft plot curves`` draws)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"Robust accuracy (%) against the radius on {n} {dataset} test points", title_justify="left",
-                  caption="points attacked at each radius in brackets (the rest were settled at a larger radius)",
-                  caption_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"Robust accuracy (%) against the radius on {n} {dataset} test points",
+        title_justify="left",
+        caption="points attacked at each radius in brackets (the rest were settled at a larger radius)",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     table.add_column("model", no_wrap=True)
     table.add_column("norm")
     table.add_column("radius: robust accuracy")

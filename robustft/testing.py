@@ -90,10 +90,20 @@ class ScriptedContext(TrainContext):
     per attack and ``passes`` the ``(forward, backward, images)`` a scheme booked with :meth:`count_passes`.
     """
 
-    def __init__(self, *, error_rate: Mapping[Norm, float] | None = None,
-                 script: Callable[[Norm, Tensor, Tensor], AttackResult] | None = None, eps: Mapping[Norm, float] | None = None,
-                 model: nn.Module | None = None, num_classes: int = CLASSES, epochs: int = 1, batches_per_epoch: int = 1,
-                 attack_steps: int = 10, lr: float = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        error_rate: Mapping[Norm, float] | None = None,
+        script: Callable[[Norm, Tensor, Tensor], AttackResult] | None = None,
+        eps: Mapping[Norm, float] | None = None,
+        model: nn.Module | None = None,
+        num_classes: int = CLASSES,
+        epochs: int = 1,
+        batches_per_epoch: int = 1,
+        attack_steps: int = 10,
+        lr: float = 0.1,
+        seed: int = 0,
+    ) -> None:
         self.error_rate = dict(error_rate or {})
         self.script = script
         self.eps = dict(eps or {n: float(r) for n, r in TinyData.default_eps.items()})
@@ -128,8 +138,7 @@ class ScriptedContext(TrainContext):
         return torch.optim.SGD(model.parameters(), lr=self.lr)
 
 
-def check_scheme(scheme_cls: type[Scheme], norms: Sequence[Norm] | None = None, batches: int = 3,
-                 **options: Any) -> ScriptedContext:
+def check_scheme(scheme_cls: type[Scheme], norms: Sequence[Norm] | None = None, batches: int = 3, **options: Any) -> ScriptedContext:
     """Run ``scheme_cls``'s epoch hooks and ``loss`` on tiny batches, as the engine would, and assert its contract:
     ``loss`` returns a scalar tensor that gradients flow through and a dict of logs, and the epoch hooks run.
     Returns the context, whose ``calls`` and ``passes`` a test can inspect further."""
@@ -152,8 +161,7 @@ def check_scheme(scheme_cls: type[Scheme], norms: Sequence[Norm] | None = None, 
     return ctx
 
 
-def check_attack(attack: Attack, model: nn.Module | None = None, batch: tuple[Tensor, Tensor] | None = None,
-                 seed: int = 0) -> AttackResult:
+def check_attack(attack: Attack, model: nn.Module | None = None, batch: tuple[Tensor, Tensor] | None = None, seed: int = 0) -> AttackResult:
     """Run ``attack`` as a training context would (with a seeded generator, the model in train mode before and after)
     and assert its contract: ``x_adv`` in the attack's ball and in [0, 1], the passes reported, the model's mode and
     parameters untouched, and its :meth:`~robustft.contracts.Attack.state_dict` enough to replay a call bit for bit
@@ -168,12 +176,14 @@ def check_attack(attack: Attack, model: nn.Module | None = None, batch: tuple[Te
     result = attack(model, x, y)  # the template checks shapes, types and the passes
     assert model.training, f"{name} left the model in eval mode"
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items()), f"{name} changed the model"
-    assert bool(check_in_ball_and_box(result.x_adv, x, attack.norm, float(attack.eps)).all()), \
+    assert bool(check_in_ball_and_box(result.x_adv, x, attack.norm, float(attack.eps)).all()), (
         f"{name} returned points outside its {attack.norm.label} ball of radius {attack.eps} or [0, 1]"
+    )
     attack.load_state_dict(state)
     again = attack(model, x, y)
-    assert torch.equal(again.x_adv, result.x_adv) and torch.equal(again.success, result.success), \
+    assert torch.equal(again.x_adv, result.x_adv) and torch.equal(again.success, result.success), (
         f"{name} gives another result after load_state_dict(state_dict()): a resumed run would not continue bit for bit"
+    )
     return result
 
 
@@ -194,5 +204,14 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
-__all__ = ["CliResult", "ScriptedContext", "TinyData", "check_attack", "check_scheme", "run_cli", "tiny_batch", "tiny_dataset",
-           "tiny_model"]
+__all__ = [
+    "CliResult",
+    "ScriptedContext",
+    "TinyData",
+    "check_attack",
+    "check_scheme",
+    "run_cli",
+    "tiny_batch",
+    "tiny_dataset",
+    "tiny_model",
+]

@@ -32,7 +32,7 @@ def to_yaml(value: Any, indent: int = 0) -> str:
         for item in value:
             if isinstance(item, (dict, list)) and item:
                 nested = to_yaml(item, indent + 2)
-                out.append(f"{pad}- " + nested[indent + 2:])  # the first line continues after "- "
+                out.append(f"{pad}- " + nested[indent + 2 :])  # the first line continues after "- "
             else:
                 out.append(f"{pad}- {_scalar(item)}\n")
         return "".join(out)

@@ -50,9 +50,22 @@ def install_example(name: str, tmp_path_factory) -> Path:  # noqa: ANN001 - pyte
     source = tmp_path_factory.mktemp("src") / name  # setuptools builds in-tree: keep the repository clean
     shutil.copytree(REPO / "examples" / name, source)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert list(target.glob(f"{name.replace('-', '_')}-*.dist-info"))
     return target
@@ -81,8 +94,9 @@ def cli_in_process(capsys, monkeypatch, *args: str, env: dict[str, str] | None =
 #: Operators whose output the host must read (a value, or a size that depends on values): on a GPU each
 #: waits for the work queued before it. ``item``, ``bool``, ``int`` and ``float`` all reach
 #: ``_local_scalar_dense``.
-SYNCING_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2",
-                         "aten::unique_dim", "aten::unique_consecutive"})
+SYNCING_OPS = frozenset(
+    {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive"}
+)
 #: Indexing ops that sync when an index is a boolean mask (its size depends on its values).
 MASK_INDEXING_OPS = frozenset({"aten::index.Tensor", "aten::index_put_", "aten::index_put", "aten::_index_put_impl_"})
 #: Tensor methods that hand values to Python without an operator (on the CPU they dispatch nothing).

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import count_host_syncs
 from sklearn.datasets import load_digits
 from torch import nn
 
-from helpers import count_host_syncs
 from robustft.errors import BadInputError
 from robustft.lp import check_in_ball_and_box
 from robustft.norms import Norm
@@ -181,9 +181,7 @@ def test_works_under_no_grad(trained: nn.Module, batch: tuple) -> None:
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("purpose,loss", [("train", "ce"), ("eval", "ce"), ("eval", "dlr"), ("train", "dlr")])
-def test_returned_loss_is_the_loss_at_x_adv(
-    norm: Norm, purpose: str, loss: str, trained: nn.Module, batch: tuple
-) -> None:
+def test_returned_loss_is_the_loss_at_x_adv(norm: Norm, purpose: str, loss: str, trained: nn.Module, batch: tuple) -> None:
     x, y = batch
     result = build(norm, purpose, loss=loss)(trained, x, y)
     with torch.no_grad():
@@ -371,9 +369,7 @@ def test_as_strong_as_autoattack_apgd_ce(norm: Norm, trained: nn.Module, digits:
     steps, eps = 20, EPS[norm]
     ours = APGDFactory().build(norm, eps, steps=steps, purpose="eval", random_start=False)(trained, x, y)
     assert bool(check_in_ball_and_box(ours.x_adv, x, norm, eps).all())
-    reference = autopgd.APGDAttack(
-        trained, norm=norm.autoattack_name, eps=eps, n_iter=steps, n_restarts=1, loss="ce", device="cpu", seed=0
-    )
+    reference = autopgd.APGDAttack(trained, norm=norm.autoattack_name, eps=eps, n_iter=steps, n_restarts=1, loss="ce", device="cpu", seed=0)
     theirs = reference.perturb(x.clone(), y.clone())
     with torch.no_grad():
         broken_ours = int((trained(ours.x_adv).argmax(1) != y).sum())
@@ -391,7 +387,12 @@ def test_as_strong_as_autoattack_apgd_ce(norm: Norm, trained: nn.Module, digits:
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize(
     "purpose,options",
-    [("train", {}), ("eval", {"restarts": 2}), ("eval", {"loss": "dlr-targeted", "n_target_classes": 2}), ("eval", {"use_largereps": True})],
+    [
+        ("train", {}),
+        ("eval", {"restarts": 2}),
+        ("eval", {"loss": "dlr-targeted", "n_target_classes": 2}),
+        ("eval", {"use_largereps": True}),
+    ],
 )
 def test_no_host_synchronisation_per_step(norm: Norm, purpose: str, options: dict, trained: nn.Module, batch: tuple) -> None:
     """The step loop never reads a tensor on the host: the count of host reads does not grow with the steps.

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO
 
 CLI_MODULES = {"robustft/__main__.py", "robustft/testing.py"}  # the console entry point, and run_cli for plugin tests
@@ -37,9 +36,11 @@ def imported_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:
 
 
 def plugin_violations(source: str, where: str) -> list[str]:
-    return [f"{where}:{line} imports {module}; plugins import robustft.plugin only"
-            for line, module in imported_modules(ast.parse(source))
-            if (module == "robustft" or module.startswith("robustft.")) and module != "robustft.plugin"]
+    return [
+        f"{where}:{line} imports {module}; plugins import robustft.plugin only"
+        for line, module in imported_modules(ast.parse(source))
+        if (module == "robustft" or module.startswith("robustft.")) and module != "robustft.plugin"
+    ]
 
 
 def core_violations(source: str, where: str) -> list[str]:
@@ -71,8 +72,7 @@ def test_the_training_package_keeps_its_modules_small():
 
 
 def test_plugins_import_only_the_public_plugin_api():
-    found = [v for where, text in sources("plugins", "examples") if "/tests/" not in where
-             for v in plugin_violations(text, where)]
+    found = [v for where, text in sources("plugins", "examples") if "/tests/" not in where for v in plugin_violations(text, where)]
     assert found == []
 
 
@@ -107,3 +107,42 @@ def test_the_plugin_api_names_what_it_exports():
         api.require_api("2.0", "acme")
     with pytest.raises(api.BadInputError, match="not a version"):
         api.require_api("one", "acme")
+
+
+#: The most lines a module may have, so that each keeps one job: the core's, and the built-in plugins' (APGD, one
+#: algorithm with its three norms' steps and projections, is the longest).
+CORE_MODULE_LINES, PLUGIN_MODULE_LINES = 500, 550
+
+
+def test_no_module_of_the_core_or_the_built_in_plugins_is_large():
+    sizes = {where: text.count("\n") for where, text in sources("robustft", "plugins")}
+    limit = {where: CORE_MODULE_LINES if where.startswith("robustft/") else PLUGIN_MODULE_LINES for where in sizes}
+    assert {where: n for where, n in sizes.items() if n > limit[where]} == {}
+
+
+def test_folder_names_are_import_names():
+    """robustft/ is the package robustft and plugins/robustft_plugins/ the package robustft_plugins: a path in a
+    traceback or a docstring is where the module is."""
+    import importlib
+
+    for name, folder in (("robustft", "robustft"), ("robustft_plugins", "plugins/robustft_plugins")):
+        assert Path(importlib.import_module(name).__file__).resolve() == (REPO / folder / "__init__.py").resolve()
+
+
+def test_docstrings_and_docs_cite_only_what_is_in_the_repository():
+    """Papers and files of the repository, never a planning document, an issue number or a path on one machine."""
+    import re
+
+    outside = re.compile("|".join((r"DESIGN\.md", r"\.\./shared", r"\bissue \d", r"/work/", r"/tmp/h\d")))
+    cited = [
+        f"{where}: {match.group(0)}"
+        for where, text in (*sources("robustft", "plugins", "benchmarks", "examples"), *markdown("docs", "README.md"))
+        for match in outside.finditer(text)
+    ]
+    assert cited == []
+
+
+def markdown(*places: str) -> Iterator[tuple[str, str]]:
+    for place in places:
+        for path in [REPO / place] if place.endswith(".md") else sorted((REPO / place).rglob("*.md")):
+            yield str(path.relative_to(REPO)), path.read_text(encoding="utf-8")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli_in_process
 from torch import nn
 
-from helpers import cli_in_process
 from robustft.contracts import DatasetPlugin
 from robustft.errors import BadInputError, UnknownNameError
 from robustft.norms import Norm
@@ -141,8 +141,22 @@ def test_scratch_zoo_sizes_the_model_for_the_data_set_and_is_seeded():
 def test_cli_trains_digits_cnn_from_scratch(tmp_path: Path, capsys, monkeypatch):
     out = tmp_path / "run"
     result = cli_in_process(
-        capsys, monkeypatch, "finetune", "--model", "scratch:digits-cnn", "--scheme", "sat", "--epochs", "1",
-        "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out),
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--model",
+        "scratch:digits-cnn",
+        "--scheme",
+        "sat",
+        "--epochs",
+        "1",
+        "--n-train",
+        "128",
+        "--attack-steps",
+        "3",
+        "--quiet",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     info = json.loads((out / "run.json").read_text())

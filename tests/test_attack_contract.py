@@ -13,19 +13,18 @@ from torch import nn
 import robustft
 from robustft.config import FinetuneConfig
 from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.training import EngineContext, RunInterrupted
 from robustft.errors import BadInputError, UnknownNameError
 from robustft.hookspecs import hookimpl
 from robustft.io import load_torch
 from robustft.lp import check_in_ball_and_box, project
 from robustft.norms import Norm
+from robustft.plugin import counted_passes
 from robustft.pluginmanager import PluginHost
 from robustft.progress import ProgressReporter
-from robustft.plugin import counted_passes
 from robustft.registry import PluginFault
+from robustft.training import EngineContext, RunInterrupted
 from robustft_plugins.attacks.apgd import APGDFactory
 from robustft_plugins.attacks.fgsm_rs import FGSMRandomStart, FGSMRandomStartFactory
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPS = {Norm.LINF: 0.1, Norm.L2: 0.5, Norm.L1: 2.0}
@@ -33,8 +32,7 @@ EPS = {Norm.LINF: 0.1, Norm.L2: 0.5, Norm.L1: 2.0}
 
 def small_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(64, 5))
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
 
 
 def batch(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +95,7 @@ def test_an_attack_may_declare_train_mode():
 
 def test_overriding_call_is_refused_with_the_migration():
     with pytest.raises(TypeError, match=r"Old overrides __call__; since plugin API 1.0 an attack implements perturb"):
+
         class Old(Attack):  # noqa: F841 - the class statement itself is refused
             def __call__(self, model, x, y):
                 return clean_result(x)
@@ -147,8 +146,18 @@ class Counting(nn.Module):
 
 
 def context(model: nn.Module, factory: AttackFactory, steps: int, seed: int = 0) -> EngineContext:
-    return EngineContext(model, torch.device("cpu"), EPS, factory, steps, 1, 1, torch.Generator().manual_seed(0), 5,
-                         config=FinetuneConfig(lr=0.05, seed=seed))
+    return EngineContext(
+        model,
+        torch.device("cpu"),
+        EPS,
+        factory,
+        steps,
+        1,
+        1,
+        torch.Generator().manual_seed(0),
+        5,
+        config=FinetuneConfig(lr=0.05, seed=seed),
+    )
 
 
 def test_fgsm_rs_books_its_two_forward_passes_and_one_backward_pass_per_image():
@@ -233,8 +242,9 @@ class NoisyAttack(Attack):
         x_adv = (x + project((-1) ** self.calls * self.eps * noise, x, self.norm, self.eps)).clamp(0, 1)
         with torch.no_grad():
             logits = model(x_adv)
-        return AttackResult(x_adv, nn.functional.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y,
-                            forward_passes=1, backward_passes=0)
+        return AttackResult(
+            x_adv, nn.functional.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y, forward_passes=1, backward_passes=0
+        )
 
     def state_dict(self):
         return {**super().state_dict(), "calls": self.calls}
@@ -360,6 +370,7 @@ def test_check_attack_catches_an_attack_that_cannot_resume_or_leaves_its_ball():
 
 def test_the_minimal_attack_of_docs_plugins_md_keeps_the_contract():
     from helpers import REPO
+
     from robustft.testing import check_attack
 
     text = (REPO / "docs" / "plugins.md").read_text()

@@ -146,9 +146,15 @@ def test_every_torch_load_is_weights_only():
     for folder in ("robustft", "plugins"):
         for source in (root / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(source.read_text())):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
-                    safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                               for k in node.keywords)
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "torch"
+                ):
+                    safe = any(
+                        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in node.keywords
+                    )
                     calls.append((source.relative_to(root).as_posix(), node.lineno, safe))
     assert calls and all(safe for _, _, safe in calls), calls

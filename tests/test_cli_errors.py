@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 
 import pytest
-
 from helpers import cli_in_process
 
 

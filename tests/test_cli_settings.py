@@ -105,16 +105,50 @@ def _called_with(monkeypatch, capsys, module: str, function: str, *args: str) ->
 
 def test_finetune_options_reach_the_library_parsed(monkeypatch, capsys):
     seen = _called_with(
-        monkeypatch, capsys, "robustft.training", "finetune",
-        "finetune", "--epochs", "2", "--norms", "1,inf", "--eps", "inf=8/255", "--attack", "inf=fgsm-rs", "--attack-steps", "5",
-        "--attack-steps", "1=15", "--attack-option", "1:topk=0.1", "-o", "sampling=paper", "--compile", "--no-download",
-        "--skip-bad-images", "--amp", "off", "--lr", "0.01", "--quiet",
+        monkeypatch,
+        capsys,
+        "robustft.training",
+        "finetune",
+        "finetune",
+        "--epochs",
+        "2",
+        "--norms",
+        "1,inf",
+        "--eps",
+        "inf=8/255",
+        "--attack",
+        "inf=fgsm-rs",
+        "--attack-steps",
+        "5",
+        "--attack-steps",
+        "1=15",
+        "--attack-option",
+        "1:topk=0.1",
+        "-o",
+        "sampling=paper",
+        "--compile",
+        "--no-download",
+        "--skip-bad-images",
+        "--amp",
+        "off",
+        "--lr",
+        "0.01",
+        "--quiet",
     )
     settings = {k: v for k, v in seen.items() if k not in {"config_file", "resume", "progress", "log", "positional"}}
     assert settings == {
-        "epochs": 2, "norms": "1,inf", "eps": {Norm.LINF: Fraction(8, 255)}, "attack": {"inf": "fgsm-rs"},
-        "attack_steps": {"*": 5, "1": 15}, "attack_options": {"1": {"topk": 0.1}}, "options": {"sampling": "paper"},
-        "compile": True, "download": False, "skip_bad_images": True, "amp": "off", "lr": 0.01,
+        "epochs": 2,
+        "norms": "1,inf",
+        "eps": {Norm.LINF: Fraction(8, 255)},
+        "attack": {"inf": "fgsm-rs"},
+        "attack_steps": {"*": 5, "1": 15},
+        "attack_options": {"1": {"topk": 0.1}},
+        "options": {"sampling": "paper"},
+        "compile": True,
+        "download": False,
+        "skip_bad_images": True,
+        "amp": "off",
+        "lr": 0.01,
     }
     assert seen["config_file"] is None and seen["resume"] is None and seen["log"] == ()
     # what the command line gives is what build_config reads (here without a config file)
@@ -124,8 +158,23 @@ def test_finetune_options_reach_the_library_parsed(monkeypatch, capsys):
 
 def test_compare_passes_its_own_options_and_the_settings(monkeypatch, capsys):
     seen = _called_with(
-        monkeypatch, capsys, "robustft.compare", "compare",
-        "compare", "--schemes", "e-at,ramp", "--seeds", "2", "--norms", "1,inf", "--seed", "4", "--amp", "bf16", "--workers", "2",
+        monkeypatch,
+        capsys,
+        "robustft.compare",
+        "compare",
+        "compare",
+        "--schemes",
+        "e-at,ramp",
+        "--seeds",
+        "2",
+        "--norms",
+        "1,inf",
+        "--seed",
+        "4",
+        "--amp",
+        "bf16",
+        "--workers",
+        "2",
     )
     assert seen["positional"] == ("e-at,ramp",) and seen["seeds"] == 2 and seen["norms"] == "1,inf"
     assert seen["seed"] == 4 and seen["amp"] == "bf16" and seen["workers"] == 2

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO, cli_in_process, make_distribution, run_cli, with_path
+
 from robustft.cli import app
 from robustft.plugin_commands import command_entries
 
@@ -39,8 +39,17 @@ def test_misspelt_option_is_a_usage_error(command, capsys, monkeypatch):
 
 @pytest.mark.parametrize(
     "args",
-    [["finetune", "--epochs"], ["eval", "--steps"], ["compare", "--schemes"], ["geometry", "--dim"], ["list", "models", "--zoo"],
-     ["finetune", "--attack-steps"], ["export", "--out"], ["plot", "bars", "--json"], ["plot", "curves", "--run"]],
+    [
+        ["finetune", "--epochs"],
+        ["eval", "--steps"],
+        ["compare", "--schemes"],
+        ["geometry", "--dim"],
+        ["list", "models", "--zoo"],
+        ["finetune", "--attack-steps"],
+        ["export", "--out"],
+        ["plot", "bars", "--json"],
+        ["plot", "curves", "--run"],
+    ],
 )
 def test_missing_option_value_is_a_usage_error(args, capsys, monkeypatch):
     result = cli_in_process(capsys, monkeypatch, *args)
@@ -110,8 +119,10 @@ def register_commands(app):
 
 
 def test_plugin_commands_are_listed_in_help_without_loading_plugins_once_known(tmp_path):
-    env = {**with_path(make_distribution(tmp_path / "site", "robustft-hello", "robustft_hello", HELLO)),
-           "ROBUSTFT_CACHE": str(tmp_path / "cache")}
+    env = {
+        **with_path(make_distribution(tmp_path / "site", "robustft-hello", "robustft_hello", HELLO)),
+        "ROBUSTFT_CACHE": str(tmp_path / "cache"),
+    }
     first = _modules_after(["--help"], env)  # no manifest yet: the plugins load and the manifest is written
     assert first["rc"] == 0 and "hello" in first["stdout"] and "robustft_plugins.schemes.eat" in first["loaded"]
     second = _modules_after(["--help"], env)

@@ -15,7 +15,11 @@ from robustft.config import FinetuneConfig, build_config, dumps_toml
 from robustft.errors import UserError
 from robustft.norms import Norm, format_radius, parse_eps_items, parse_norms, parse_radius
 
-SPELLINGS = {Norm.L1: ["1", "l1", "L1", " 1.0"], Norm.L2: ["2", "l2", "L2", "2.0"], Norm.LINF: ["inf", "linf", "Linf", "l-inf", "infinity", "INF"]}
+SPELLINGS = {
+    Norm.L1: ["1", "l1", "L1", " 1.0"],
+    Norm.L2: ["2", "l2", "L2", "2.0"],
+    Norm.LINF: ["inf", "linf", "Linf", "l-inf", "infinity", "INF"],
+}
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -23,8 +27,10 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 @FAST
-@given(st.lists(st.sampled_from([(n, s) for n, spellings in SPELLINGS.items() for s in spellings]), min_size=1, max_size=6),
-       st.sampled_from([",", ", ", " ", " , "]))
+@given(
+    st.lists(st.sampled_from([(n, s) for n, spellings in SPELLINGS.items() for s in spellings]), min_size=1, max_size=6),
+    st.sampled_from([",", ", ", " ", " , "]),
+)
 def test_norm_lists_parse_to_the_sorted_set_whatever_the_spelling(chosen, separator):
     parsed = parse_norms(separator.join(s.strip() for _, s in chosen))
     assert set(parsed) == {n for n, _ in chosen}
@@ -87,9 +93,11 @@ VALID_FIELDS = {
     "max_nan_batches": st.integers(0, 100),
     "download": st.booleans(),
     "norms": st.lists(st.sampled_from(["1", "2", "inf"]), min_size=1, max_size=3, unique=True),
-    "eps": st.dictionaries(st.sampled_from(["1", "2", "inf"]),
-                           st.fractions(min_value=Fraction(1, 1000), max_value=100).map(lambda f: f"{f.numerator}/{f.denominator}"),
-                           min_size=1),
+    "eps": st.dictionaries(
+        st.sampled_from(["1", "2", "inf"]),
+        st.fractions(min_value=Fraction(1, 1000), max_value=100).map(lambda f: f"{f.numerator}/{f.denominator}"),
+        min_size=1,
+    ),
 }
 
 
@@ -138,15 +146,23 @@ def test_saved_configuration_repeats_itself(values):
         first.unlink()
 
 
-toml_scalars = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.text(max_size=12))
+toml_scalars = st.one_of(st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False), st.text(max_size=12))
 toml_values = st.one_of(toml_scalars, st.lists(toml_scalars, max_size=3))
-toml_keys = st.one_of(st.sampled_from(sorted(f.replace("_", "-") if i % 2 else f for i, f in enumerate(FinetuneConfig.__dataclass_fields__))),
-                      st.text("abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=10))
+toml_keys = st.one_of(
+    st.sampled_from(sorted(f.replace("_", "-") if i % 2 else f for i, f in enumerate(FinetuneConfig.__dataclass_fields__))),
+    st.text("abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=10),
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.dictionaries(toml_keys, toml_values, max_size=6),
-       st.dictionaries(st.sampled_from(["eps", "options", "finetune"]), st.dictionaries(st.text("12inf", min_size=1, max_size=3), toml_scalars, max_size=3), max_size=2))
+@given(
+    st.dictionaries(toml_keys, toml_values, max_size=6),
+    st.dictionaries(
+        st.sampled_from(["eps", "options", "finetune"]),
+        st.dictionaries(st.text("12inf", min_size=1, max_size=3), toml_scalars, max_size=3),
+        max_size=2,
+    ),
+)
 def test_any_toml_document_gives_a_config_or_one_sentence(scalars, tables):
     try:
         text = dumps_toml({**scalars, **tables})

@@ -20,7 +20,6 @@ from robustft_plugins.datasets.imagefolder import ImageFolderData
 from robustft_plugins.datasets.imagenet import ImageNet
 from robustft_plugins.datasets.mnist import Mnist
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -64,12 +63,7 @@ def test_cifar_augmentation_is_crop_and_flip(tmp_path: Path) -> None:
     # every augmented image is a (possibly flipped) shift of the original with zero padding of at most 4
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for o in outs:
-        found = any(
-            torch.equal(o, img[:, i : i + 32, j : j + 32])
-            for img in (padded, padded.flip(-1))
-            for i in range(9)
-            for j in range(9)
-        )
+        found = any(torch.equal(o, img[:, i : i + 32, j : j + 32]) for img in (padded, padded.flip(-1)) for i in range(9) for j in range(9))
         assert found
 
 

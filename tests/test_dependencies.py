@@ -114,5 +114,3 @@ def test_type_checking_imports_count_as_lazy():
 def test_no_undeclared_runtime_fallbacks(name):
     """typer >= 0.29 vendors click; Python >= 3.11 has tomllib: neither may be imported."""
     assert not [i for i in package_imports() if i.module == name]
-
-

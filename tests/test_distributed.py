@@ -89,8 +89,7 @@ def _worker(out: str) -> None:
 
 
 #: The 2-process fine-tuning test's run: small enough for the suite, long enough to move the model.
-FINETUNE = dict(model="digits-cnn-linf", scheme="e-at", epochs=1, n_train=480, batch_size=48, lr=0.01,
-                attack_steps=5, device="cpu", seed=0)
+FINETUNE = dict(model="digits-cnn-linf", scheme="e-at", epochs=1, n_train=480, batch_size=48, lr=0.01, attack_steps=5, device="cpu", seed=0)
 
 
 def _finetune_worker(out_dir: str, *options: str) -> None:
@@ -355,8 +354,18 @@ def test_two_process_finetune_matches_one_process_of_the_same_global_batch(base_
         for weights in (run / "model.pt", single.weights):
             model, _ = load_model("digits-cnn-linf", regs, torch.device("cpu"))
             model.load_state_dict(load_torch(weights, "weights")["model"])
-            result = evaluate_model(model, dataset, [Norm.LINF, Norm.L2, Norm.L1], dataset.default_eps, suite=regs.suites.get("e-at"),
-                                    registries=regs, n_ex=200, steps=10, batch_size=100, device=torch.device("cpu"))
+            result = evaluate_model(
+                model,
+                dataset,
+                [Norm.LINF, Norm.L2, Norm.L1],
+                dataset.default_eps,
+                suite=regs.suites.get("e-at"),
+                registries=regs,
+                n_ex=200,
+                steps=10,
+                batch_size=100,
+                device=torch.device("cpu"),
+            )
             tables.append({"clean": result.clean, **{n.value: result.robust[n] for n in result.robust}, "union": result.union})
     finally:
         torch.set_num_threads(threads)

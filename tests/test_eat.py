@@ -169,8 +169,22 @@ def test_a_single_norm_is_named_as_single_norm_training():
 def test_finetune_prints_the_hull_warning(capsys, monkeypatch, base_model):
     from helpers import cli_in_process
 
-    result = cli_in_process(capsys, monkeypatch, "finetune", "--epochs", "1", "--n-train", "8", "--batch-size", "8",
-                            "--attack-steps", "1", "--eps", "2=1.5", "--quiet")
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--epochs",
+        "1",
+        "--n-train",
+        "8",
+        "--batch-size",
+        "8",
+        "--attack-steps",
+        "1",
+        "--eps",
+        "2=1.5",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "--scheme max or --norms 1,2,inf" in warnings[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from robustft.lp import check_in_ball_and_box
 from robustft.norms import Norm
 from robustft_plugins.attacks.apgd import APGD, APGDFactory
 from robustft_plugins.suites.eat_protocol import EATProtocol, register_suites
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,9 +33,7 @@ class StandInRegistry:
         return self.factory
 
 
-def attacks(
-    norm: Norm, eps: float = 0.5, num_classes: int = 10, steps: int = 100, seed: int = 0
-) -> list[tuple[str, Attack]]:
+def attacks(norm: Norm, eps: float = 0.5, num_classes: int = 10, steps: int = 100, seed: int = 0) -> list[tuple[str, Attack]]:
     registry = StandInRegistry()
     return EATProtocol().attacks(norm, eps, num_classes=num_classes, steps=steps, seed=seed, registry=registry)
 

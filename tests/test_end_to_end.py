@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import cli_in_process, run_cli
 
 
@@ -41,7 +40,9 @@ def test_eval_table_has_both_rows_with_deltas(tmp_path, base_model, capsys, monk
 
 
 def test_eval_single_model_json(base_model, capsys, monkeypatch):
-    result = cli_in_process(capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "20", "--steps", "5", "--json", "--quiet")
+    result = cli_in_process(
+        capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "20", "--steps", "5", "--json", "--quiet"
+    )
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)["results"]
     assert set(row["robust"]) == {"inf"} and row["n"] == 20 and row["suite"] == "e-at"

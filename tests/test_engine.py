@@ -11,10 +11,10 @@ from torch import nn
 
 import robustft
 from robustft.contracts import Attack, AttackFactory, AttackResult
-from robustft.training import EngineContext
-from robustft.schedules import lr_at
 from robustft.io import load_torch
 from robustft.norms import Norm
+from robustft.schedules import lr_at
+from robustft.training import EngineContext
 
 
 def test_schedule_divides_by_ten_at_each_epoch_boundary():
@@ -61,8 +61,9 @@ class ModeRecordingAttack(Attack):
         self.modes.append(model.training)
         self.autocast.append(torch.is_autocast_enabled(x.device.type))
         # passes unlike a 10-step attack's 11 and 10: the context books what the result reports
-        return AttackResult(x_adv=x, loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool),
-                            forward_passes=7, backward_passes=5)
+        return AttackResult(
+            x_adv=x, loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool), forward_passes=7, backward_passes=5
+        )
 
 
 class Factory(AttackFactory):
@@ -176,6 +177,16 @@ def test_trades_outer_loss_matches_its_formula():
     assert torch.allclose(outer_loss("ce", model, x, x_adv, y), -q.log().gather(1, y[:, None]).squeeze(1), atol=1e-6)
     # zero KL when the adversarial point is the clean one: TRADES reduces to clean CE
     assert torch.allclose(outer_loss("trades", model, x, x, y), -p.log().gather(1, y[:, None]).squeeze(1), atol=1e-6)
-    ctx = EngineContext(model, torch.device("cpu"), {}, Factory(), 1, 1, 1, torch.Generator(), 3,
-                        config=FinetuneConfig(lr=0.1, outer_loss="trades", trades_beta=2.5))
+    ctx = EngineContext(
+        model,
+        torch.device("cpu"),
+        {},
+        Factory(),
+        1,
+        1,
+        1,
+        torch.Generator(),
+        3,
+        config=FinetuneConfig(lr=0.1, outer_loss="trades", trades_beta=2.5),
+    )
     assert torch.allclose(ctx.adversarial_loss(model, x, x_adv, y), expected, atol=1e-6)

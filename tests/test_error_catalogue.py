@@ -136,7 +136,7 @@ def render(entries: list[Entry]) -> str:
 
 def documented() -> str:
     text = DOC.read_text(encoding="utf-8")
-    return text[text.index(BEGIN) + len(BEGIN): text.index(END)]
+    return text[text.index(BEGIN) + len(BEGIN) : text.index(END)]
 
 
 def write_doc() -> None:
@@ -171,7 +171,7 @@ def run_main(argv: list[str], capsys) -> tuple[int, str]:
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
-    return code, lines[0][len("error: "):]
+    return code, lines[0][len("error: ") :]
 
 
 # (command line, a fragment that picks the catalogue entry); files named NAME are created in tmp_path.
@@ -234,10 +234,25 @@ def prepare(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "DAMAGEDJSON").mkdir()
     (tmp_path / "DAMAGEDJSON" / "run.json").write_text("{not json")
     (tmp_path / "FINISHED").mkdir()
-    (tmp_path / "FINISHED" / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "status": "finished"}))
+    (tmp_path / "FINISHED" / "run.json").write_text(
+        json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "status": "finished"})
+    )
     (tmp_path / "UNFINISHED").mkdir()
     (tmp_path / "UNFINISHED" / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at"}))
-    names = ["BAD.toml", "UNKNOWN.toml", "NOTTABLE.toml", "WRONGTYPE.toml", "MISSING.toml", "EMPTYRUN", "MISSING", "FILE", "BUSY", "DAMAGEDJSON", "UNFINISHED", "FINISHED"]
+    names = [
+        "BAD.toml",
+        "UNKNOWN.toml",
+        "NOTTABLE.toml",
+        "WRONGTYPE.toml",
+        "MISSING.toml",
+        "EMPTYRUN",
+        "MISSING",
+        "FILE",
+        "BUSY",
+        "DAMAGEDJSON",
+        "UNFINISHED",
+        "FINISHED",
+    ]
     return {name: str(tmp_path / name) for name in names}
 
 
@@ -248,8 +263,12 @@ def test_cli_error_matches_its_catalogue_entry(argv, fragment, tmp_path, capsys)
     if "cuda" in argv and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     paths = prepare(tmp_path)
-    argv = [paths.get(a.split("/")[0], a.split("/")[0]) + ("/" + a.split("/", 1)[1] if "/" in a and a.split("/")[0] in paths else "")
-            if a.split("/")[0] in paths else a for a in argv]
+    argv = [
+        paths.get(a.split("/")[0], a.split("/")[0]) + ("/" + a.split("/", 1)[1] if "/" in a and a.split("/")[0] in paths else "")
+        if a.split("/")[0] in paths
+        else a
+        for a in argv
+    ]
     code, message = run_main(argv, capsys)
     entry = find(fragment)
     assert entry.regex().match(message), (entry.template, message)

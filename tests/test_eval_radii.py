@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import cli_in_process
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers import cli_in_process
 from robustft.contracts import Attack, AttackResult, EvalSuite
 from robustft.errors import BadInputError
 from robustft.evaluation import InvalidPointsError, evaluate_model
@@ -41,17 +41,20 @@ def test_a_sweep_is_count_radii_from_start_to_stop_exactly():
     assert sweep_radii(Fraction(1, 10), Fraction(3, 10), 3) == (Fraction(1, 10), Fraction(2, 10), Fraction(3, 10))
 
 
-@pytest.mark.parametrize("item,message", [
-    ("inf=1/255:12/255", "is not of the form NORM=START:STOP:COUNT"),
-    ("inf:1:2:3", "is not of the form NORM=START:STOP:COUNT"),
-    ("inf=1/255:12/255:x", "is not a whole number"),
-    ("inf=1/255:12/255:1", "from 2 to 100 radii, got 1"),
-    ("inf=1/255:12/255:1000", "from 2 to 100 radii, got 1000"),
-    ("inf=12/255:1/255:4", "from a smaller to a larger positive radius"),
-    ("inf=abc:1:4", "is not a number"),
-    ("inf=0:1:4", "must be positive"),
-    ("3=1:2:3", "Unknown norm"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("inf=1/255:12/255", "is not of the form NORM=START:STOP:COUNT"),
+        ("inf:1:2:3", "is not of the form NORM=START:STOP:COUNT"),
+        ("inf=1/255:12/255:x", "is not a whole number"),
+        ("inf=1/255:12/255:1", "from 2 to 100 radii, got 1"),
+        ("inf=1/255:12/255:1000", "from 2 to 100 radii, got 1000"),
+        ("inf=12/255:1/255:4", "from a smaller to a larger positive radius"),
+        ("inf=abc:1:4", "is not a number"),
+        ("inf=0:1:4", "must be positive"),
+        ("3=1:2:3", "Unknown norm"),
+    ],
+)
 def test_malformed_sweeps_are_one_sentence(item, message):
     with pytest.raises(BadInputError, match=message):
         parse_sweep_items([item])
@@ -108,8 +111,7 @@ class Exact(Attack):
         r_star, direction = smallest_flip(model, x, self.norm)
         step = torch.clamp(OVERSHOOT * r_star, max=self.eps)
         x_adv = x + (step[:, None] * direction).view_as(x)
-        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=model(x_adv).argmax(1) != y,
-                            forward_passes=2, backward_passes=0)
+        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=model(x_adv).argmax(1) != y, forward_passes=2, backward_passes=0)
 
 
 class ExactSuite(EvalSuite):
@@ -126,7 +128,7 @@ def linear_problem(seed: int = 0) -> tuple[TwoClassLinear, SimpleNamespace]:
     g = torch.Generator().manual_seed(seed)
     x = 0.3 + 0.4 * torch.rand(N, 1, 4, 4, generator=g)
     model = TwoClassLinear(torch.randn(DIM, generator=g), 0.0)
-    middle = model.margin(x).detach().sort().values[N // 2 - 1: N // 2 + 1]
+    middle = model.margin(x).detach().sort().values[N // 2 - 1 : N // 2 + 1]
     model.b = -float(middle.mean())  # half the points in each class, none on the boundary
     y = (model.margin(x) > 0).long()
     return model, SimpleNamespace(name="linear", num_classes=2, test=lambda: TensorDataset(x.detach(), y))
@@ -136,8 +138,9 @@ RADII = {Norm.LINF: [Fraction(k, 100) for k in (1, 2, 3, 5, 8)], Norm.L2: [Fract
 
 
 def _evaluate(model, data, suite, norms, eps, **kw):
-    return evaluate_model(model, data, norms, eps, suite=suite, registries=registries(), n_ex=N, batch_size=16,
-                          device=torch.device("cpu"), **kw)
+    return evaluate_model(
+        model, data, norms, eps, suite=suite, registries=registries(), n_ex=N, batch_size=16, device=torch.device("cpu"), **kw
+    )
 
 
 @pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
@@ -193,8 +196,13 @@ def test_the_sweep_uses_the_main_evaluation_and_documents_its_assumption():
             if self.eps == float(eps):
                 return super().perturb(model, x, y)
             self.calls.append((self.eps, len(x)))
-            return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool),
-                                forward_passes=0, backward_passes=0)
+            return AttackResult(
+                x_adv=x.clone(),
+                loss=torch.zeros(len(x)),
+                success=torch.zeros(len(x), dtype=torch.bool),
+                forward_passes=0,
+                backward_passes=0,
+            )
 
     class Suite(ExactSuite):
         def attacks(self, norm, eps, **_):
@@ -214,8 +222,9 @@ def test_points_outside_the_ball_in_a_sweep_are_projected_counted_and_refused_un
         def perturb(self, model, x, y):
             r_star, direction = smallest_flip(model, x, self.norm)
             x_adv = x + (1.5 * self.eps * direction).view_as(x)  # half again the radius: outside the ball
-            return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool),
-                                forward_passes=1, backward_passes=0)
+            return AttackResult(
+                x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool), forward_passes=1, backward_passes=0
+            )
 
     class Suite(ExactSuite):
         def attacks(self, norm, eps, **_):
@@ -246,8 +255,25 @@ def test_the_curve_is_in_the_result_and_its_json():
 
 
 def test_eval_radii_on_the_cli(base_model, capsys, monkeypatch):
-    result = cli_in_process(capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--radii", "inf=1/20:3/20:3",
-                            "--radii", "1=1:3:2", "--n-ex", "24", "--steps", "3", "--json", "--quiet")
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "eval",
+        "--model",
+        "digits-cnn-linf",
+        "--norms",
+        "inf",
+        "--radii",
+        "inf=1/20:3/20:3",
+        "--radii",
+        "1=1:3:2",
+        "--n-ex",
+        "24",
+        "--steps",
+        "3",
+        "--json",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)["results"]
     assert list(row["curves"]) == ["inf", "1"]
@@ -258,8 +284,23 @@ def test_eval_radii_on_the_cli(base_model, capsys, monkeypatch):
     assert inf["attacked_points"][-1] == round(row["robust"]["inf"] * row["n"])
     assert inf["robust"][1] <= row["robust"]["inf"]  # at the table's radius the curve never shows more robustness
     assert row["curves"]["1"]["radii"] == ["1", "3"]
-    table = cli_in_process(capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--radii", "inf=1/20:3/20:3",
-                           "--n-ex", "24", "--steps", "3", "--quiet", env={"COLUMNS": "200"})
+    table = cli_in_process(
+        capsys,
+        monkeypatch,
+        "eval",
+        "--model",
+        "digits-cnn-linf",
+        "--norms",
+        "inf",
+        "--radii",
+        "inf=1/20:3/20:3",
+        "--n-ex",
+        "24",
+        "--steps",
+        "3",
+        "--quiet",
+        env={"COLUMNS": "200"},
+    )
     assert table.returncode == 0, table.stderr
     assert "against the radius" in table.stdout and "0.05:" in table.stdout
 
@@ -275,18 +316,47 @@ def test_a_two_process_sweep_equals_the_single_process_one(base_model, monkeypat
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
-    args = ["--model", "digits-cnn-linf", "--norms", "inf", "--radii", "inf=1/20:3/20:3", "--n-ex", "40", "--steps", "3",
-            "--batch-size", "10", "--seed", "3", "--json", "--quiet"]
+    args = [
+        "--model",
+        "digits-cnn-linf",
+        "--norms",
+        "inf",
+        "--radii",
+        "inf=1/20:3/20:3",
+        "--n-ex",
+        "40",
+        "--steps",
+        "3",
+        "--batch-size",
+        "10",
+        "--seed",
+        "3",
+        "--json",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "robustft",
-                            "eval", *args], capture_output=True, text=True, env=env, timeout=300)
+    multi = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "robustft", "eval", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert multi.returncode == 0, multi.stderr[-3000:]
     (two,) = json.loads(multi.stdout)["results"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers run
     try:
-        single = evaluate(model="digits-cnn-linf", norms="inf", radii={"inf": ["1/20", "2/20", "3/20"]}, n_ex=40, steps=3,
-                          batch_size=10, seed=3, device="cpu")
+        single = evaluate(
+            model="digits-cnn-linf",
+            norms="inf",
+            radii={"inf": ["1/20", "2/20", "3/20"]},
+            n_ex=40,
+            steps=3,
+            batch_size=10,
+            seed=3,
+            device="cpu",
+        )
     finally:
         torch.set_num_threads(threads)
     (one,) = json.loads(json.dumps(single.as_dict()))["results"]
@@ -313,8 +383,13 @@ def test_points_the_sweep_breaks_within_the_eps_ball_are_broken_in_the_table_too
                 FirstCallAtEpsFails.tried = True
             elif not FirstCallAtEpsFails.tried:
                 self.calls.append((self.eps, len(x)))
-                return AttackResult(x_adv=x.clone(), loss=torch.zeros(len(x)), success=torch.zeros(len(x), dtype=torch.bool),
-                                    forward_passes=0, backward_passes=0)
+                return AttackResult(
+                    x_adv=x.clone(),
+                    loss=torch.zeros(len(x)),
+                    success=torch.zeros(len(x), dtype=torch.bool),
+                    forward_passes=0,
+                    backward_passes=0,
+                )
             return super().perturb(model, x, y)
 
     class Suite(ExactSuite):

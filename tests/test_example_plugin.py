@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import install_example, run_cli, with_path
 
 
@@ -32,8 +31,19 @@ def test_not_listed_without_installation():
 def test_finetune_with_the_installed_scheme(installed_example, tmp_path, base_model):
     out = tmp_path / "run"
     result = run_cli(
-        "finetune", "--scheme", "my-scheme", "--epochs", "1", "--n-train", "128", "--option", "clean-weight=0.25",
-        "--out", str(out), "--quiet", env=with_path(installed_example),
+        "finetune",
+        "--scheme",
+        "my-scheme",
+        "--epochs",
+        "1",
+        "--n-train",
+        "128",
+        "--option",
+        "clean-weight=0.25",
+        "--out",
+        str(out),
+        "--quiet",
+        env=with_path(installed_example),
     )
     assert result.returncode == 0, result.stderr
     batches = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -21,8 +21,8 @@ TINY_EVAL = {"norms": "1,2,inf", "n_ex": 40, "steps": 3}
 @pytest.fixture(scope="module")
 def evaluated_run(base_model, tmp_path_factory):
     """A one-epoch E-AT run on digits with its stored evaluation (``eval --run`` writes eval.json)."""
-    from robustft.training import finetune
     from robustft.evaluation import evaluate
+    from robustft.training import finetune
 
     root = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as patch:
@@ -43,7 +43,7 @@ def front_matter(card: str) -> dict:
     yaml = pytest.importorskip("yaml")
     head, sep, _ = card.partition("\n---\n")
     assert card.startswith("---\n") and sep, "the card opens with YAML front matter"
-    return yaml.safe_load(head[len("---\n"):])
+    return yaml.safe_load(head[len("---\n") :])
 
 
 @pytest.mark.slow
@@ -181,8 +181,9 @@ def test_the_shipped_cifar_model_rebuilds_from_its_description():
 
     data = registries().datasets.get("cifar10")
     arch, options, norm = describe_architecture({"zoo": "builtin", "model_name": "cifar10-preact-w16-linf"}, data)
-    net = build_exported({"architecture": arch, "architecture_options": options, "normalization": norm,
-                          "num_classes": 10, "input_size": [3, 32, 32]})
+    net = build_exported(
+        {"architecture": arch, "architecture_options": options, "normalization": norm, "num_classes": 10, "input_size": [3, 32, 32]}
+    )
     shipped = load_shipped("cifar10-preact-w16-linf").eval()
     load_weights(net, shipped.state_dict(), "shipped", "the description")
     x = torch.rand(2, 3, 32, 32)
@@ -201,8 +202,9 @@ def test_timm_networks_rebuild_with_their_normalisation():
     zoo, info = resolve_model("timm:test_byobnet", reg)
     original = zoo.load(info, device=torch.device("cpu"), dataset=data, download=False).eval()
     arch, options, norm = describe_architecture({"zoo": "timm", "model_name": "test_byobnet"}, data)
-    net = build_exported({"architecture": arch, "architecture_options": options, "normalization": norm,
-                          "num_classes": 10, "input_size": [1, 8, 8]})
+    net = build_exported(
+        {"architecture": arch, "architecture_options": options, "normalization": norm, "num_classes": 10, "input_size": [1, 8, 8]}
+    )
     load_weights(net, original.state_dict(), "timm", "the description")
     x = torch.rand(2, 1, 8, 8)
     assert torch.allclose(net.eval()(x), original(x))

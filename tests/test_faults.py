@@ -75,8 +75,10 @@ def test_appending_a_metric_to_a_full_disk_is_one_sentence(tmp_path, monkeypatch
     def full_open(path, mode="r", *args, **kwargs):
         handle = real_open(path, mode, *args, **kwargs)
         if "a" in mode:
+
             def write(_text):
                 raise OSError(errno.ENOSPC, "No space left on device")
+
             handle.write = write
         return handle
 

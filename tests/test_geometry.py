@@ -8,13 +8,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers import cli_in_process
 from scipy.optimize import minimize
 from scipy.spatial import ConvexHull
 
 from robustft.errors import BadInputError
 from robustft.geometry import geometry, l2_radius_hull, l2_radius_union
-
-from helpers import cli_in_process
 
 
 def numeric_union_radius(eps_1: float, eps_inf: float, d: int) -> float:
@@ -73,7 +72,9 @@ def test_trivial_settings_are_refused(eps_1, eps_inf, d):
 
 
 def test_cli_json_keys(capsys, monkeypatch):
-    result = cli_in_process(capsys, monkeypatch, "geometry", "--eps", "1=12", "--eps", "inf=8/255", "--eps", "2=0.5", "--dim", "3072", "--json")
+    result = cli_in_process(
+        capsys, monkeypatch, "geometry", "--eps", "1=12", "--eps", "inf=8/255", "--eps", "2=0.5", "--dim", "3072", "--json"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["l2_radius_union"] == pytest.approx(0.21824, abs=1e-5)

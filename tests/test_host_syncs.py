@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import count_host_syncs
 from torch import nn
 
-from helpers import count_host_syncs
 from robustft.config import FinetuneConfig
-from robustft.training import EngineContext
 from robustft.norms import Norm
 from robustft.pluginmanager import registries
+from robustft.training import EngineContext
 from robustft_plugins.attacks.apgd import APGDFactory
 from robustft_plugins.schemes.msd import MultiSteepestDescent
 
@@ -31,8 +31,9 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _context(steps: int) -> EngineContext:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
-    return EngineContext(model, torch.device("cpu"), EPS, APGDFactory(), steps, 1, 1, torch.Generator().manual_seed(0), 5,
-                         config=FinetuneConfig(lr=0.05))
+    return EngineContext(
+        model, torch.device("cpu"), EPS, APGDFactory(), steps, 1, 1, torch.Generator().manual_seed(0), 5, config=FinetuneConfig(lr=0.05)
+    )
 
 
 def test_the_counter_sees_every_kind_of_host_read_and_nothing_else() -> None:
@@ -46,8 +47,13 @@ def test_the_counter_sees_every_kind_of_host_read_and_nothing_else() -> None:
     with count_host_syncs() as syncs:
         bool(mask.any()), float(x.sum()), x.max().item(), int(mask.sum())
         x[mask], mask.nonzero(), x.tolist(), x.cpu()
-    assert syncs == {"aten::_local_scalar_dense": 4, "aten::index.Tensor (boolean mask)": 1, "aten::nonzero": 1,
-                     ".tolist()": 1, ".cpu()": 1}
+    assert syncs == {
+        "aten::_local_scalar_dense": 4,
+        "aten::index.Tensor (boolean mask)": 1,
+        "aten::nonzero": 1,
+        ".tolist()": 1,
+        ".cpu()": 1,
+    }
     assert torch.Tensor.tolist.__name__ == "tolist"  # the patches are gone after the block
 
 

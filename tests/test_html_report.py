@@ -23,17 +23,41 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from helpers import cli_in_process
 
-BASE = {"name": "digits-cnn-linf", "dataset": "digits", "clean": 0.95, "robust": {"inf": 0.61, "2": 0.42, "1": 0.18},
-        "union": 0.15, "n": 120, "suite": "e-at", "eps": {"inf": "0.1", "2": "0.4", "1": "2"}, "invalid_points": {"inf": 0, "1": 3},
-        "seconds": 1.0}
-TUNED = {**BASE, "name": "+ e-at", "clean": 0.925, "robust": {"inf": 0.55, "2": 0.6, "1": 0.5}, "union": 0.4416666666666667,
-         "run": "runs/x", "invalid_points": {"inf": 2},
-         "curves": {"inf": {"radii": ["0.05", "0.1", "0.15"], "robust": [0.78, 0.55, 0.35], "attacked_points": [9, 30, 112], "invalid_points": 1}}}
+BASE = {
+    "name": "digits-cnn-linf",
+    "dataset": "digits",
+    "clean": 0.95,
+    "robust": {"inf": 0.61, "2": 0.42, "1": 0.18},
+    "union": 0.15,
+    "n": 120,
+    "suite": "e-at",
+    "eps": {"inf": "0.1", "2": "0.4", "1": "2"},
+    "invalid_points": {"inf": 0, "1": 3},
+    "seconds": 1.0,
+}
+TUNED = {
+    **BASE,
+    "name": "+ e-at",
+    "clean": 0.925,
+    "robust": {"inf": 0.55, "2": 0.6, "1": 0.5},
+    "union": 0.4416666666666667,
+    "run": "runs/x",
+    "invalid_points": {"inf": 2},
+    "curves": {
+        "inf": {"radii": ["0.05", "0.1", "0.15"], "robust": [0.78, 0.55, 0.35], "attacked_points": [9, 30, 112], "invalid_points": 1}
+    },
+}
 SANITY = [
-    {"model": "digits-cnn-linf", "check": "more-steps", "norm": "inf", "passed": True, "detail": "61.0% at 10 steps, 61.0% at 20", "values": {}},
+    {
+        "model": "digits-cnn-linf",
+        "check": "more-steps",
+        "norm": "inf",
+        "passed": True,
+        "detail": "61.0% at 10 steps, 61.0% at 20",
+        "values": {},
+    },
     {"model": "+ e-at", "check": "transfer", "norm": "1", "passed": False, "detail": "transfer broke <b>4</b> more & more", "values": {}},
 ]
 CONFIG = """# robustft 0.1.0 fine-tuning run; repeat with --config, continue with --resume
@@ -68,18 +92,51 @@ def metrics_records() -> list[dict]:
     records = []
     for epoch in (1, 2):
         for batch in (1, 2, 3, 4):
-            records.append({"kind": "batch", "epoch": epoch, "batch": batch, "lr": 0.05, "loss": 2.0 - 0.1 * (4 * (epoch - 1) + batch),
-                            "norm": "inf", "rerr_inf": 0.1 * batch, "rerr_1": 0.2 * batch})
-        records.append({"kind": "epoch", "epoch": epoch, "loss": 1.5 / epoch, "seconds": 2.5 * epoch, "images": 64, "images_per_s": 64 / (2.5 * epoch),
-                        "attack_passes_per_s": 300.0, "peak_memory_mib": 100.0 * epoch, "nan_batches": 0,
-                        "probabilities": {"inf": 0.3 + 0.1 * epoch, "1": 0.7 - 0.1 * epoch}})
+            records.append(
+                {
+                    "kind": "batch",
+                    "epoch": epoch,
+                    "batch": batch,
+                    "lr": 0.05,
+                    "loss": 2.0 - 0.1 * (4 * (epoch - 1) + batch),
+                    "norm": "inf",
+                    "rerr_inf": 0.1 * batch,
+                    "rerr_1": 0.2 * batch,
+                }
+            )
+        records.append(
+            {
+                "kind": "epoch",
+                "epoch": epoch,
+                "loss": 1.5 / epoch,
+                "seconds": 2.5 * epoch,
+                "images": 64,
+                "images_per_s": 64 / (2.5 * epoch),
+                "attack_passes_per_s": 300.0,
+                "peak_memory_mib": 100.0 * epoch,
+                "nan_batches": 0,
+                "probabilities": {"inf": 0.3 + 0.1 * epoch, "1": 0.7 - 0.1 * epoch},
+            }
+        )
     return records
 
 
 def fake_run(folder: Path, *, evaluation: dict | None = None, records: list[dict] | None = None, info: dict | None = None) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "status": "finished",
-                                                 "norms": ["inf", "1"], "eps": {"inf": "0.1", "1": "2"}, "robustft_version": "0.1.0", **(info or {})}))
+    (folder / "run.json").write_text(
+        json.dumps(
+            {
+                "base_model": "digits-cnn-linf",
+                "dataset": "digits",
+                "scheme": "e-at",
+                "status": "finished",
+                "norms": ["inf", "1"],
+                "eps": {"inf": "0.1", "1": "2"},
+                "robustft_version": "0.1.0",
+                **(info or {}),
+            }
+        )
+    )
     (folder / "config.toml").write_text(CONFIG)
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (metrics_records() if records is None else records)))
     if evaluation is not None:
@@ -88,8 +145,14 @@ def fake_run(folder: Path, *, evaluation: dict | None = None, records: list[dict
 
 
 def evaluated_run(folder: Path) -> Path:
-    return fake_run(folder, evaluation={"results": [BASE, TUNED], "settings": {"norms": ["inf", "2", "1"], "n_ex": 120, "steps": 10, "seed": 0,
-                                                                             "suite": "e-at", "strict": False}, "sanity": SANITY})
+    return fake_run(
+        folder,
+        evaluation={
+            "results": [BASE, TUNED],
+            "settings": {"norms": ["inf", "2", "1"], "n_ex": 120, "steps": 10, "seed": 0, "suite": "e-at", "strict": False},
+            "sanity": SANITY,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------------- reading pages
@@ -327,8 +390,9 @@ def test_a_comparison_adds_its_table_and_figures(tmp_path, capsys, monkeypatch):
         seed_run = folder / f"e-at-seed{seed}"
         seed_run.mkdir()
         (seed_run / "compare-eval.json").write_text(json.dumps({"settings": eval_settings, "result": {**TUNED, "union": union}}))
-        (seed_run / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "seconds": seconds, "images": 32,
-                                                            "passes": {"attack_forward": 320}}) + "\n")
+        (seed_run / "metrics.jsonl").write_text(
+            json.dumps({"kind": "epoch", "epoch": 1, "seconds": seconds, "images": 32, "passes": {"attack_forward": 320}}) + "\n"
+        )
     out = tmp_path / "pages"
     out.mkdir()
     result = report(capsys, monkeypatch, str(run), "--compare", str(folder), "--out", str(out), "--json")
@@ -339,25 +403,38 @@ def test_a_comparison_adds_its_table_and_figures(tmp_path, capsys, monkeypatch):
     rows = page.rows["compare"]
     assert rows[0] == ["model", "clean", "l-inf (0.1)", "l1 (2)", "union", "s / epoch", "passes / image"]  # the comparison's norms
     assert rows[1] == ["digits-cnn-linf", "95.0", "61.0", "18.0", "15.0", "–", "–"]
-    assert rows[2] == ["+ e-at", "92.5 ± 0.0", "55.0 ± 0.0", "50.0 ± 0.0", "45.0 ± 7.1", "2.50 ± 0.71", "10.0"]  # mean ± sample std over the seeds
+    assert rows[2] == [
+        "+ e-at",
+        "92.5 ± 0.0",
+        "55.0 ± 0.0",
+        "50.0 ± 0.0",
+        "45.0 ± 7.1",
+        "2.50 ± 0.71",
+        "10.0",
+    ]  # mean ± sample std over the seeds
 
 
-@pytest.mark.parametrize("argv,message,code", [
-    (["report", "MISSING"], "Run folder 'MISSING' does not exist.", 1),
-    (["report", "NOTRUN"], "is not a robustft run folder (it has no run.json).", 1),
-    (["report", "RUN", "--compare", "NOTRUN"], "is not a robustft compare folder (it has no compare.json).", 1),
-    (["report", "RUN", "--out", "FILE/report.html"], "cannot be written", 1),
-])
+@pytest.mark.parametrize(
+    "argv,message,code",
+    [
+        (["report", "MISSING"], "Run folder 'MISSING' does not exist.", 1),
+        (["report", "NOTRUN"], "is not a robustft run folder (it has no run.json).", 1),
+        (["report", "RUN", "--compare", "NOTRUN"], "is not a robustft compare folder (it has no compare.json).", 1),
+        (["report", "RUN", "--out", "FILE/report.html"], "cannot be written", 1),
+    ],
+)
 def test_report_mistakes_are_one_sentence(argv, message, code, tmp_path, capsys, monkeypatch):
     files = {"MISSING": tmp_path / "missing", "NOTRUN": tmp_path / "notrun", "RUN": tmp_path / "run", "FILE": tmp_path / "file"}
     files["NOTRUN"].mkdir()
     files["FILE"].write_text("a file, not a folder")
     fake_run(files["RUN"])
-    args = [str(files[a.split("/")[0]]) + a[len(a.split("/")[0]):] if a.split("/")[0] in files else a for a in argv]
+    args = [str(files[a.split("/")[0]]) + a[len(a.split("/")[0]) :] if a.split("/")[0] in files else a for a in argv]
     result = cli_in_process(capsys, monkeypatch, *args)
     assert result.returncode == code
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message.replace("MISSING", str(files["MISSING"])) in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.replace("MISSING", str(files["MISSING"])) in lines[0], (
+        result.stderr
+    )
     assert not list(tmp_path.rglob("report.html"))
 
 
@@ -391,9 +468,22 @@ class HeadlessBrowser:
             os.dup2(write, 4)
 
         self.process = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
-             "--disable-extensions", "--disable-background-networking", f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child, pass_fds=(3, 4),
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-pipe",
+                "--no-first-run",
+                "--disable-extensions",
+                "--disable-background-networking",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=child,
+            pass_fds=(3, 4),
         )
         os.close(to_browser[0])
         os.close(from_browser[1])
@@ -441,15 +531,23 @@ class HeadlessBrowser:
 
     def console_errors(self) -> list[str]:
         """Error entries of the page's console: failed loads, blocked requests, exceptions, console.error."""
-        errors = [e["params"]["entry"]["text"] for e in self.events if e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"]
+        errors = [
+            e["params"]["entry"]["text"]
+            for e in self.events
+            if e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"
+        ]
         errors += [str(e["params"]["exceptionDetails"].get("text")) for e in self.events if e["method"] == "Runtime.exceptionThrown"]
-        errors += [str(e["params"]["args"]) for e in self.events if e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error"]
+        errors += [
+            str(e["params"]["args"]) for e in self.events if e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error"
+        ]
         return errors
 
     def screenshot(self, width: int = 1000) -> bytes:
         """The whole page as PNG, ``width`` CSS pixels wide."""
         height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
-        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=True)
+        self.send(
+            "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=True
+        )
         shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=True)
         return base64.b64decode(shot["data"])
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import cli_in_process
+from PIL import Image
+from test_datasets import write_folder
+
 from robustft.errors import UserError
 from robustft_plugins.datasets.image_files import bad_images, load_rgb
 from robustft_plugins.datasets.imagefolder import ImageFolderData
-from test_datasets import write_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,8 +86,22 @@ def test_a_file_cut_short_is_named_when_decoded(tmp_path: Path) -> None:
 def test_cli_refuses_in_one_sentence_and_skips_on_request(tmp_path: Path, capsys, monkeypatch) -> None:
     root = write_folder(tmp_path / "f", {"train": {"a": 2, "b": 2}, "test": {"a": 2, "b": 1}}, size=(8, 8))
     (root / "test" / "b" / "junk.jpg").write_text("junk")
-    args = ("eval", "--model", "scratch:preact-resnet18", "--dataset", f"imagefolder:{root}", "--image-size", "8",
-            "--norms", "inf", "--n-ex", "3", "--steps", "1", "--quiet")
+    args = (
+        "eval",
+        "--model",
+        "scratch:preact-resnet18",
+        "--dataset",
+        f"imagefolder:{root}",
+        "--image-size",
+        "8",
+        "--norms",
+        "inf",
+        "--n-ex",
+        "3",
+        "--steps",
+        "1",
+        "--quiet",
+    )
     refused = cli_in_process(capsys, monkeypatch, *args)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.strip().startswith("error: 1 file(s) in ") and "junk.jpg" in refused.stderr

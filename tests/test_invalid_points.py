@@ -43,8 +43,9 @@ class Overshooting(Attack):
         x_adv = overshoot(model, x, y, self.norm, self.eps, 1.01)
         if self.valid:
             x_adv = x + project(x_adv - x, x, self.norm, self.eps)
-        return AttackResult(x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool),
-                            forward_passes=1, backward_passes=1)
+        return AttackResult(
+            x_adv=x_adv, loss=torch.zeros(len(x)), success=torch.ones(len(x), dtype=torch.bool), forward_passes=1, backward_passes=1
+        )
 
 
 class OneAttack(EvalSuite):
@@ -60,8 +61,18 @@ class OneAttack(EvalSuite):
 def _evaluate(base_model, suite, **kw):
     from robustft_plugins.datasets.digits import Digits
 
-    return evaluate_model(base_model, Digits(), list(EPS), EPS, suite=suite, registries=registries(), n_ex=120,
-                          batch_size=50, device=torch.device("cpu"), **kw)
+    return evaluate_model(
+        base_model,
+        Digits(),
+        list(EPS),
+        EPS,
+        suite=suite,
+        registries=registries(),
+        n_ex=120,
+        batch_size=50,
+        device=torch.device("cpu"),
+        **kw,
+    )
 
 
 def test_points_outside_the_ball_are_projected_and_counted(base_model):

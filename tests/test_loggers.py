@@ -151,7 +151,9 @@ def test_tensorboard_absent_is_one_sentence(monkeypatch):
         Loggers.create(["tensorboard"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="the tensorboard package is not installed (pip install 'robustft[tensorboard]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None, reason="the tensorboard package is not installed (pip install 'robustft[tensorboard]')"
+)
 def test_tensorboard_scalars_equal_metrics(base_model, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -162,8 +164,12 @@ def test_tensorboard_scalars_equal_metrics(base_model, tmp_path):
     events.Reload()
     batches = [r for r in records if r["kind"] == "batch"]
     epochs = [r for r in records if r["kind"] == "epoch"]
-    for tag, rows, key in (("batch/loss", batches, "loss"), ("batch/lr", batches, "lr"), ("epoch/loss", epochs, "loss"),
-                           ("epoch/passes/attack_forward", epochs, ("passes", "attack_forward"))):
+    for tag, rows, key in (
+        ("batch/loss", batches, "loss"),
+        ("batch/lr", batches, "lr"),
+        ("epoch/loss", epochs, "loss"),
+        ("epoch/passes/attack_forward", epochs, ("passes", "attack_forward")),
+    ):
         expected = [r[key[0]][key[1]] if isinstance(key, tuple) else r[key] for r in rows]
         scalars = events.Scalars(tag)
         assert [s.value for s in scalars] == pytest.approx(expected, rel=1e-6), tag
@@ -178,8 +184,9 @@ def test_tensorboard_scalars_equal_metrics(base_model, tmp_path):
 def test_compare_hands_each_run_its_union_table(base_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     args = ("--epochs", "1", "--n-train", "32", "--attack-steps", "1", "--n-ex", "16", "--steps", "2", "--norms", "1,inf")
-    result = cli_in_process(capsys, monkeypatch, "compare", "--schemes", "e-at", "--seeds", "1", "--out", str(out),
-                            "--log", "csv", "--quiet", *args)
+    result = cli_in_process(
+        capsys, monkeypatch, "compare", "--schemes", "e-at", "--seeds", "1", "--out", str(out), "--log", "csv", "--quiet", *args
+    )
     assert result.returncode == 0, result.stderr
     run = out / "e-at-seed0"
     assert_csv_is_metrics(run)

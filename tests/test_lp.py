@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import count_host_syncs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from helpers import count_host_syncs
 from robustft.lp import (
     L1Step,
     L2Step,
@@ -48,7 +48,7 @@ def reference_l1_box(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) ->
     for i in range(v.shape[0]):
 
         def mass(lam: float) -> float:
-            return float(torch.minimum((u[i] - lam).clamp_min(0.0), cap[i]).sum())
+            return float(torch.minimum((u[i] - lam).clamp_min(0.0), cap[i]).sum())  # noqa: B023 - used in this iteration only
 
         lo, hi = 0.0, float(u[i].max()) if u.shape[1] else 0.0
         if mass(0.0) <= float(eps[i]):

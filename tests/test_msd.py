@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli_in_process
 from torch import nn
 from torch.nn import functional as F
 
-from helpers import cli_in_process
 from robustft.config import FinetuneConfig
 from robustft.contracts import AttackFactory
-from robustft.training import EngineContext
 from robustft.errors import BadInputError
 from robustft.lp import check_in_ball_and_box, project
 from robustft.norms import Norm
+from robustft.training import EngineContext
 from robustft_plugins.schemes.msd import MSD, MultiSteepestDescent
 
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
@@ -148,8 +148,16 @@ def test_scheme_attacks_in_eval_mode_restores_train_mode_and_counts_passes():
     stats = model[1].running_mean.clone()
     steps, (x, y) = 4, batch(4)
     ctx = EngineContext(
-        model=model, device=torch.device("cpu"), eps=EPS, attack_factory=NoAttackFactory(), attack_steps=steps,
-        epochs=1, batches_per_epoch=1, rng=torch.Generator().manual_seed(0), num_classes=5, config=FinetuneConfig(lr=0.05),
+        model=model,
+        device=torch.device("cpu"),
+        eps=EPS,
+        attack_factory=NoAttackFactory(),
+        attack_steps=steps,
+        epochs=1,
+        batches_per_epoch=1,
+        rng=torch.Generator().manual_seed(0),
+        num_classes=5,
+        config=FinetuneConfig(lr=0.05),
     )
     scheme = MSD(NORMS)
     result = scheme.attack(model, x, y, ctx)
@@ -176,7 +184,22 @@ def test_bad_options():
 
 def test_cli_runs_msd(tmp_path: Path, base_model, capsys, monkeypatch):
     out = tmp_path / "run"
-    result = cli_in_process(capsys, monkeypatch, "finetune", "--scheme", "msd", "--epochs", "1", "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out))
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--scheme",
+        "msd",
+        "--epochs",
+        "1",
+        "--n-train",
+        "128",
+        "--attack-steps",
+        "3",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert epoch["passes"]["attack_backward"] == 3 * 128

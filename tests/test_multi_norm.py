@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli_in_process
 from torch import nn
 
-from helpers import cli_in_process
 from robustft.config import FinetuneConfig
 from robustft.contracts import Attack, AttackFactory, AttackResult, TrainContext
-from robustft.training import EngineContext
 from robustft.errors import BadInputError
 from robustft.losses import outer_loss
 from robustft.norms import Norm
+from robustft.training import EngineContext
 from robustft_plugins.schemes.multi_norm import AVG, MAX, SAT
 from robustft_plugins.schemes.single_norm import L1AT, L2AT, LinfAT
 
@@ -192,8 +192,7 @@ class ShiftAttack(Attack):
         x_adv = (x + shift).clamp(0, 1)
         with torch.no_grad():
             loss = nn.functional.cross_entropy(model(x_adv), y, reduction="none")
-        return AttackResult(x_adv=x_adv, loss=loss, success=torch.zeros(x.shape[0], dtype=torch.bool),
-                            forward_passes=1, backward_passes=0)
+        return AttackResult(x_adv=x_adv, loss=loss, success=torch.zeros(x.shape[0], dtype=torch.bool), forward_passes=1, backward_passes=0)
 
 
 class ShiftFactory(AttackFactory):
@@ -207,8 +206,15 @@ def engine_context(outer: str) -> EngineContext:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     return EngineContext(
-        model=model, device=torch.device("cpu"), eps={n: 0.1 for n in NORMS}, attack_factory=ShiftFactory(),
-        attack_steps=3, epochs=1, batches_per_epoch=1, rng=torch.Generator().manual_seed(0), num_classes=3,
+        model=model,
+        device=torch.device("cpu"),
+        eps={n: 0.1 for n in NORMS},
+        attack_factory=ShiftFactory(),
+        attack_steps=3,
+        epochs=1,
+        batches_per_epoch=1,
+        rng=torch.Generator().manual_seed(0),
+        num_classes=3,
         config=FinetuneConfig(lr=0.05, outer_loss=outer),
     )
 
@@ -217,9 +223,7 @@ def engine_context(outer: str) -> EngineContext:
 def test_avg_and_max_use_the_runs_outer_loss(outer):
     ctx = engine_context(outer)
     model = ctx.model
-    per_norm = torch.stack(
-        [outer_loss(outer, model, X, ShiftAttack(n, 0.1)(model, X, Y).x_adv, Y, ctx.config.trades_beta) for n in NORMS]
-    )
+    per_norm = torch.stack([outer_loss(outer, model, X, ShiftAttack(n, 0.1)(model, X, Y).x_adv, Y, ctx.config.trades_beta) for n in NORMS])
     assert AVG(NORMS).loss(model, X, Y, ctx)[0].item() == pytest.approx(per_norm.mean().item(), rel=1e-6)
     assert MAX(NORMS).loss(model, X, Y, ctx)[0].item() == pytest.approx(per_norm.max(0).values.mean().item(), rel=1e-6)
 
@@ -239,7 +243,22 @@ def test_fixed_norm_schemes_attack_their_norm_only():
 @pytest.mark.parametrize("scheme", ["sat", "avg", "max"])
 def test_cli_runs_each_scheme(tmp_path: Path, base_model, scheme, capsys, monkeypatch):
     out = tmp_path / "run"
-    result = cli_in_process(capsys, monkeypatch, "finetune", "--scheme", scheme, "--epochs", "1", "--n-train", "128", "--attack-steps", "3", "--quiet", "--out", str(out))
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--scheme",
+        scheme,
+        "--epochs",
+        "1",
+        "--n-train",
+        "128",
+        "--attack-steps",
+        "3",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epoch = records[-1]

@@ -27,7 +27,16 @@ def test_bad_norms(bad):
         parse_norms(bad)
 
 
-@pytest.mark.parametrize("text,expected", [("8/255", Fraction(8, 255)), ("0.5", Fraction(1, 2)), ("12", Fraction(12)), (" 4 / 255 ", Fraction(4, 255)), ("1e-2", Fraction(1, 100))])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("8/255", Fraction(8, 255)),
+        ("0.5", Fraction(1, 2)),
+        ("12", Fraction(12)),
+        (" 4 / 255 ", Fraction(4, 255)),
+        ("1e-2", Fraction(1, 100)),
+    ],
+)
 def test_radii_are_exact(text, expected):
     assert parse_radius(text) == expected
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import cli_in_process
 
 pytest.importorskip("matplotlib")  # the [test] extra brings it; without it only the missing-package test applies
@@ -33,12 +32,31 @@ from robustft.plotting import (  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-BASE = {"name": "digits-cnn-linf", "dataset": "digits", "clean": 0.95, "robust": {"inf": 0.61, "2": 0.42, "1": 0.18},
-        "union": 0.15, "n": 120, "suite": "e-at", "eps": {"inf": "0.1", "2": "0.4", "1": "2"}, "invalid_points": {}, "seconds": 1.0,
-        "curves": {"inf": {"radii": ["0.05", "0.1", "0.15"], "robust": [0.8, 0.61, 0.3], "attacked_points": [9, 30, 114], "invalid_points": 0}}}
-TUNED = {**BASE, "name": "+ e-at", "clean": 0.93, "robust": {"inf": 0.55, "2": 0.6, "1": 0.5}, "union": 0.44, "run": "runs/x",
-         "curves": {"inf": {"radii": ["0.05", "0.1", "0.15"], "robust": [0.78, 0.55, 0.35], "attacked_points": [9, 30, 112], "invalid_points": 0},
-                    "1": {"radii": ["1", "2", "3"], "robust": [0.7, 0.5, 0.3], "attacked_points": [20, 40, 112], "invalid_points": 0}}}
+BASE = {
+    "name": "digits-cnn-linf",
+    "dataset": "digits",
+    "clean": 0.95,
+    "robust": {"inf": 0.61, "2": 0.42, "1": 0.18},
+    "union": 0.15,
+    "n": 120,
+    "suite": "e-at",
+    "eps": {"inf": "0.1", "2": "0.4", "1": "2"},
+    "invalid_points": {},
+    "seconds": 1.0,
+    "curves": {"inf": {"radii": ["0.05", "0.1", "0.15"], "robust": [0.8, 0.61, 0.3], "attacked_points": [9, 30, 114], "invalid_points": 0}},
+}
+TUNED = {
+    **BASE,
+    "name": "+ e-at",
+    "clean": 0.93,
+    "robust": {"inf": 0.55, "2": 0.6, "1": 0.5},
+    "union": 0.44,
+    "run": "runs/x",
+    "curves": {
+        "inf": {"radii": ["0.05", "0.1", "0.15"], "robust": [0.78, 0.55, 0.35], "attacked_points": [9, 30, 112], "invalid_points": 0},
+        "1": {"radii": ["1", "2", "3"], "robust": [0.7, 0.5, 0.3], "attacked_points": [20, 40, 112], "invalid_points": 0},
+    },
+}
 
 
 def bar_heights(ax) -> list[list[float]]:
@@ -75,8 +93,12 @@ def test_grouped_bars_draw_the_rows_numbers(tmp_path):
 
 
 def test_bars_of_compare_rows_carry_their_standard_deviation():
-    row = {"scheme": "e-at", "clean": {"mean": 0.9, "std": 0.01}, "robust": {"inf": {"mean": 0.5, "std": 0.02}, "1": {"mean": 0.4, "std": 0.03}},
-           "union": {"mean": 0.35, "std": 0.04}}
+    row = {
+        "scheme": "e-at",
+        "clean": {"mean": 0.9, "std": 0.01},
+        "robust": {"inf": {"mean": 0.5, "std": 0.02}, "1": {"mean": 0.4, "std": 0.03}},
+        "union": {"mean": 0.35, "std": 0.04},
+    }
     plot = accuracy_bars([BASE, row], eps={"inf": "8/255", "1": "12"})
     ax = plot.figure.axes[0]
     base_bars, scheme_bars = [c for c in ax.containers if isinstance(c, BarContainer)]
@@ -115,10 +137,18 @@ def test_linf_radii_on_the_pixel_grid_are_labelled_in_255ths():
 
 
 SCHEMES = [
-    {"scheme": "e-at", "union": {"mean": 0.4, "std": 0.02, "values": [0.38, 0.42]}, "seconds_per_epoch": {"mean": 10.0, "std": 1.0, "values": [9, 11]},
-     "passes_per_image": {"mean": 11.0, "std": 0.0, "values": [11, 11]}},
-    {"scheme": "max", "union": {"mean": 0.45, "std": 0.0, "values": [0.45]}, "seconds_per_epoch": {"mean": 25.0, "std": 0.0, "values": [25]},
-     "passes_per_image": {"mean": 33.0, "std": 0.0, "values": [33]}},
+    {
+        "scheme": "e-at",
+        "union": {"mean": 0.4, "std": 0.02, "values": [0.38, 0.42]},
+        "seconds_per_epoch": {"mean": 10.0, "std": 1.0, "values": [9, 11]},
+        "passes_per_image": {"mean": 11.0, "std": 0.0, "values": [11, 11]},
+    },
+    {
+        "scheme": "max",
+        "union": {"mean": 0.45, "std": 0.0, "values": [0.45]},
+        "seconds_per_epoch": {"mean": 25.0, "std": 0.0, "values": [25]},
+        "passes_per_image": {"mean": 33.0, "std": 0.0, "values": [33]},
+    },
 ]
 
 
@@ -149,10 +179,29 @@ def metrics_records() -> list[dict]:
     for epoch in (1, 2):
         for batch in (1, 2, 3, 4):
             loss = None if (epoch, batch) == (1, 3) else 2.0 - 0.1 * (4 * (epoch - 1) + batch)
-            records.append({"kind": "batch", "epoch": epoch, "batch": batch, "lr": 0.01, "loss": loss, "norm": "inf",
-                            "rerr_batch": 0.5, "rerr_inf": 0.1 * batch, "rerr_1": 0.2 * batch})
-        records.append({"kind": "epoch", "epoch": epoch, "loss": 1.0, "seconds": 2.0, "images": 64,
-                        "probabilities": {"inf": 0.3 + 0.1 * epoch, "1": 0.7 - 0.1 * epoch}})
+            records.append(
+                {
+                    "kind": "batch",
+                    "epoch": epoch,
+                    "batch": batch,
+                    "lr": 0.01,
+                    "loss": loss,
+                    "norm": "inf",
+                    "rerr_batch": 0.5,
+                    "rerr_inf": 0.1 * batch,
+                    "rerr_1": 0.2 * batch,
+                }
+            )
+        records.append(
+            {
+                "kind": "epoch",
+                "epoch": epoch,
+                "loss": 1.0,
+                "seconds": 2.0,
+                "images": 64,
+                "probabilities": {"inf": 0.3 + 0.1 * epoch, "1": 0.7 - 0.1 * epoch},
+            }
+        )
     return records
 
 
@@ -179,15 +228,20 @@ def test_a_scheme_without_probabilities_gets_two_panels():
     assert len(training_curves(records).figure.axes) == 2
 
 
-@pytest.mark.parametrize("out,expected", [
-    (None, "default/bars"),
-    ("fig/x", "fig/x"),
-    ("fig/x.png", "fig/x"),
-    ("fig/", "fig/bars"),
-])
+@pytest.mark.parametrize(
+    "out,expected",
+    [
+        (None, "default/bars"),
+        ("fig/x", "fig/x"),
+        ("fig/x.png", "fig/x"),
+        ("fig/", "fig/bars"),
+    ],
+)
 def test_output_stem(tmp_path, out, expected):
-    assert output_stem(None if out is None else str(tmp_path / out) + ("/" if out and out.endswith("/") else ""),
-                       tmp_path / "default", "bars") == tmp_path / expected
+    assert (
+        output_stem(None if out is None else str(tmp_path / out) + ("/" if out and out.endswith("/") else ""), tmp_path / "default", "bars")
+        == tmp_path / expected
+    )
 
 
 def test_the_same_figure_gives_the_same_files(tmp_path):
@@ -201,7 +255,9 @@ def test_the_same_figure_gives_the_same_files(tmp_path):
 
 def fake_run(folder: Path, *, evaluation: dict | None = None, records: list[dict] | None = None) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "status": "finished"}))
+    (folder / "run.json").write_text(
+        json.dumps({"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "status": "finished"})
+    )
     if evaluation is not None:
         (folder / "eval.json").write_text(json.dumps(evaluation))
     if records is not None:
@@ -214,8 +270,9 @@ def test_plot_bars_from_an_eval_json_file(tmp_path, capsys, monkeypatch):
     source.write_text(json.dumps({"results": [BASE, TUNED]}))
     result = cli_in_process(capsys, monkeypatch, "plot", "bars", "--json", str(source))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(tmp_path / "e-bars.png"), str(tmp_path / "e-bars.svg")] or \
-        [Path(p).resolve() for p in result.stdout.split()] == [tmp_path / "e-bars.png", tmp_path / "e-bars.svg"]
+    assert result.stdout.split() == [str(tmp_path / "e-bars.png"), str(tmp_path / "e-bars.svg")] or [
+        Path(p).resolve() for p in result.stdout.split()
+    ] == [tmp_path / "e-bars.png", tmp_path / "e-bars.svg"]
     assert_written([tmp_path / "e-bars.png", tmp_path / "e-bars.svg"])
     out = tmp_path / "figures"
     out.mkdir()
@@ -249,25 +306,35 @@ def test_plot_bars_and_curves_of_a_run(tmp_path, capsys, monkeypatch):
 def test_the_same_model_from_two_evaluations_is_told_apart(tmp_path, capsys, monkeypatch):
     for name in ("a", "b"):
         (tmp_path / f"{name}.json").write_text(json.dumps({"results": [BASE]}))
-    result = cli_in_process(capsys, monkeypatch, "plot", "curves", "--json", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json"), "--print-json")
+    result = cli_in_process(
+        capsys, monkeypatch, "plot", "curves", "--json", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json"), "--print-json"
+    )
     assert result.returncode == 0, result.stderr
     names = [line["name"] for line in json.loads(result.stdout)["plots"]["curves"]["panels"][0]["lines"]]
     assert names == ["digits-cnn-linf (a.json)", "digits-cnn-linf (b.json)"]
 
 
-@pytest.mark.parametrize("argv,message,code", [
-    (["plot", "curves"], "Give the evaluations to draw with --run RUN or --json FILE", 2),
-    (["plot", "curves", "--json", "NOSWEEP"], "has no radius sweep: evaluate with robustft eval --radii", 1),
-    (["plot", "bars", "--json", "MISSING"], "The evaluation file", 1),
-    (["plot", "bars", "--json", "NOTEVAL"], "is not an evaluation written by 'robustft eval --json'", 1),
-    (["plot", "bars", "--json", "NOTEVAL", "--run", "RUN"], "Give --run or --json, not both.", 2),
-    (["plot", "compare", "--dir", "RUN"], "is not a robustft compare folder", 1),
-    (["plot", "compare"], "Give the comparison to draw with --dir FOLDER", 2),
-    (["plot", "training", "--run", "RUN"], "has recorded no training batch in metrics.jsonl yet", 1),
-    (["plot", "compare", "--json", "NOTEVAL", "--cost", "second"], "Unknown cost 'second'", 2),
-])
+@pytest.mark.parametrize(
+    "argv,message,code",
+    [
+        (["plot", "curves"], "Give the evaluations to draw with --run RUN or --json FILE", 2),
+        (["plot", "curves", "--json", "NOSWEEP"], "has no radius sweep: evaluate with robustft eval --radii", 1),
+        (["plot", "bars", "--json", "MISSING"], "The evaluation file", 1),
+        (["plot", "bars", "--json", "NOTEVAL"], "is not an evaluation written by 'robustft eval --json'", 1),
+        (["plot", "bars", "--json", "NOTEVAL", "--run", "RUN"], "Give --run or --json, not both.", 2),
+        (["plot", "compare", "--dir", "RUN"], "is not a robustft compare folder", 1),
+        (["plot", "compare"], "Give the comparison to draw with --dir FOLDER", 2),
+        (["plot", "training", "--run", "RUN"], "has recorded no training batch in metrics.jsonl yet", 1),
+        (["plot", "compare", "--json", "NOTEVAL", "--cost", "second"], "Unknown cost 'second'", 2),
+    ],
+)
 def test_plot_mistakes_are_one_sentence(argv, message, code, tmp_path, capsys, monkeypatch):
-    files = {"NOSWEEP": tmp_path / "nosweep.json", "MISSING": tmp_path / "missing.json", "NOTEVAL": tmp_path / "noteval.json", "RUN": tmp_path / "run"}
+    files = {
+        "NOSWEEP": tmp_path / "nosweep.json",
+        "MISSING": tmp_path / "missing.json",
+        "NOTEVAL": tmp_path / "noteval.json",
+        "RUN": tmp_path / "run",
+    }
     files["NOSWEEP"].write_text(json.dumps({"results": [{k: v for k, v in BASE.items() if k != "curves"}]}))
     files["NOTEVAL"].write_text(json.dumps({"something": 1}))
     fake_run(files["RUN"], records=[])
@@ -305,10 +372,19 @@ def test_plot_training_of_a_run_reads_metrics_tolerantly(tmp_path, capsys, monke
 
 def fake_comparison(folder: Path, *, leave_out: str | None = None) -> dict:
     """A comparison folder as robustft compare leaves it: settings, evaluations keyed by them, metrics."""
-    eval_settings = {"model": "digits-cnn-linf", "dataset": "digits", "norms": ["inf", "1"], "eps": {"inf": "0.1", "1": "2"},
-                     "n_ex": 24, "steps": 2, "suite": "e-at"}
+    eval_settings = {
+        "model": "digits-cnn-linf",
+        "dataset": "digits",
+        "norms": ["inf", "1"],
+        "eps": {"inf": "0.1", "1": "2"},
+        "n_ex": 24,
+        "steps": 2,
+        "suite": "e-at",
+    }
     folder.mkdir()
-    (folder / "compare.json").write_text(json.dumps({"schemes": ["e-at", "max"], "seeds": [0, 1, 2], "finetune": {}, "eval": eval_settings}))
+    (folder / "compare.json").write_text(
+        json.dumps({"schemes": ["e-at", "max"], "seeds": [0, 1, 2], "finetune": {}, "eval": eval_settings})
+    )
     (folder / "base-eval.json").write_text(json.dumps({"settings": eval_settings, "result": BASE}))
     unions = {"e-at": [0.4, 0.5, 0.45], "max": [0.5, 0.52, 0.48]}
     seconds = {"e-at": [[2.0, 2.2], [2.1, 1.9], [2.0, 2.0]], "max": [[6.0, 6.2], [5.8, 6.0], [6.1, 6.1]]}
@@ -320,9 +396,12 @@ def fake_comparison(folder: Path, *, leave_out: str | None = None) -> dict:
             result = {**TUNED, "union": unions[scheme][seed], "robust": {"inf": 0.5, "1": 0.45}}
             run.mkdir()
             (run / "compare-eval.json").write_text(json.dumps({"settings": eval_settings, "result": result}))
-            (run / "metrics.jsonl").write_text("".join(
-                json.dumps({"kind": "epoch", "epoch": e + 1, "seconds": s, "images": 32, "passes": {"attack_forward": 320}}) + "\n"
-                for e, s in enumerate(seconds[scheme][seed])))
+            (run / "metrics.jsonl").write_text(
+                "".join(
+                    json.dumps({"kind": "epoch", "epoch": e + 1, "seconds": s, "images": 32, "passes": {"attack_forward": 320}}) + "\n"
+                    for e, s in enumerate(seconds[scheme][seed])
+                )
+            )
     return {"unions": unions, "seconds": seconds}
 
 
@@ -367,8 +446,17 @@ def test_a_stored_evaluation_of_earlier_weights_is_a_warning(tmp_path, caplog):
 
     run = fake_run(tmp_path / "run")
     (run / "model.pt.sha256").write_text("a" * 64 + "  model.pt\n")
-    row = EvalResult(name="+ e-at", clean=0.9, robust={Norm.LINF: 0.5}, union=0.5, n=10, suite="e-at", eps={Norm.LINF: 0.1},
-                     dataset="digits", seconds=1.0)
+    row = EvalResult(
+        name="+ e-at",
+        clean=0.9,
+        robust={Norm.LINF: 0.5},
+        union=0.5,
+        n=10,
+        suite="e-at",
+        eps={Norm.LINF: 0.1},
+        dataset="digits",
+        seconds=1.0,
+    )
     path = save_run_eval(EvalReport(results=[row]), run, {"steps": 5})
     assert path == run / "eval.json"
     stored = json.loads(path.read_text())
@@ -400,7 +488,9 @@ def test_eval_run_stores_its_result_and_every_plot_draws_it(base_model, tmp_path
 
     bars = json.loads(cli("plot", "bars", "--run", str(run), "--print-json").stdout)
     for series, row in zip(bars["plots"]["bars"]["series"], stored["results"]):
-        assert series["values"] == pytest.approx([100 * row["clean"], 100 * row["robust"]["inf"], 100 * row["robust"]["1"], 100 * row["union"]])
+        assert series["values"] == pytest.approx(
+            [100 * row["clean"], 100 * row["robust"]["inf"], 100 * row["robust"]["1"], 100 * row["union"]]
+        )
     assert_written([Path(f) for f in bars["files"]])
 
     curves = json.loads(cli("plot", "curves", "--run", str(run), "--print-json").stdout)

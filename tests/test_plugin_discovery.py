@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from helpers import cli_in_process, run_cli, with_path
 
 from robustft import hookimpl
 from robustft.contracts import Scheme
 from robustft.pluginmanager import PluginError, PluginHost, PluginWarning, current_host, set_host
-
-from helpers import cli_in_process, run_cli, with_path
 
 
 def distribution(site: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
@@ -42,8 +41,14 @@ def scheme_source(*classes: tuple[str, str, tuple[str, ...]], body: str = "     
     """A plugin module registering one scheme per ``(class name, scheme name, aliases)``."""
     lines = ["import robustft", "from robustft.contracts import Scheme", ""]
     for cls, name, aliases in classes:
-        lines += [f"class {cls}(Scheme):", f"    name = {name!r}", f"    aliases = {aliases!r}",
-                  "    def loss(self, model, x, y, ctx):", body, ""]
+        lines += [
+            f"class {cls}(Scheme):",
+            f"    name = {name!r}",
+            f"    aliases = {aliases!r}",
+            "    def loss(self, model, x, y, ctx):",
+            body,
+            "",
+        ]
     lines += ["@robustft.hookimpl", "def register_schemes(register):"]
     lines += [f"    register({cls})" for cls, _, _ in classes]
     return "\n".join(lines) + "\n"
@@ -100,7 +105,7 @@ def test_registered_name_taken_by_a_builtin_is_refused_alone(site):
 def test_taken_name_is_an_error_when_strict(site):
     distribution(site, "robustft-acme", "1.2.0", {"acme_taken2": scheme_source(("Taken", "e-at", ()))}, {"acme": "acme_taken2"})
     with pytest.raises(PluginError, match=r"^Plugin 'acme' \(robustft-acme 1.2.0\) failed \(it registered scheme 'e-at'") as raised:
-        PluginHost(strict=True).registries
+        PluginHost(strict=True).registries  # noqa: B018 - building the registries runs the hooks
     assert len(str(raised.value).splitlines()) == 1
 
 
@@ -162,7 +167,9 @@ def test_warning_names_the_distribution_and_how_to_switch_it_off(site):
 BROKEN = "raise ImportError('imported although disabled')\n"
 
 
-@pytest.mark.parametrize("token", ["acme-broken", "Robustft_Acme", "robustft-acme:acme-broken"], ids=["entry-point", "distribution", "dist:name"])
+@pytest.mark.parametrize(
+    "token", ["acme-broken", "Robustft_Acme", "robustft-acme:acme-broken"], ids=["entry-point", "distribution", "dist:name"]
+)
 def test_disabled_plugin_is_never_imported(site, monkeypatch, recwarn, token):
     module = f"acme_off_{abs(hash(token))}"
     distribution(site, "robustft-acme", "2.3.4", {module: BROKEN}, {"acme-broken": module})
@@ -184,7 +191,9 @@ def test_a_builtin_can_be_switched_off(monkeypatch):
 
 def test_disabling_an_unknown_name_suggests_the_closest(monkeypatch):
     monkeypatch.setenv("ROBUSTFT_DISABLE_PLUGINS", "msdd")
-    with pytest.warns(PluginWarning, match=r"^ROBUSTFT_DISABLE_PLUGINS names 'msdd', which is no installed plugin \(did you mean 'msd'\?\)\.$"):
+    with pytest.warns(
+        PluginWarning, match=r"^ROBUSTFT_DISABLE_PLUGINS names 'msdd', which is no installed plugin \(did you mean 'msd'\?\)\.$"
+    ):
         host = PluginHost()
     assert "msd" in host.registries.schemes
     with pytest.raises(PluginError, match="names 'msdd'"):
@@ -230,7 +239,7 @@ def test_plugins_command_reports_under_strict_mode(tmp_path):
 
 
 CRASHING_ZOO = {
-    "acme_zoo.__init__": '''
+    "acme_zoo.__init__": """
 import robustft
 from robustft.contracts import ModelInfo, ModelZoo
 from acme_zoo.weights import fetch
@@ -249,11 +258,11 @@ class CrashZoo(ModelZoo):
 @robustft.hookimpl
 def register_zoos(register):
     register(CrashZoo())
-''',
-    "acme_zoo.weights": '''
+""",
+    "acme_zoo.weights": """
 def fetch(name):
     raise RuntimeError(f"weights of {name} are corrupt\\nsecond line")
-''',
+""",
 }
 
 
@@ -262,9 +271,11 @@ def crashing_zoo(site):
     return distribution(site, "robustft-acme-zoo", "0.4.0", CRASHING_ZOO, {"acme-zoo": "acme_zoo"})
 
 
-EXPECTED_CRASH = ("error: Plugin 'acme-zoo' (robustft-acme-zoo 0.4.0) raised RuntimeError: weights of thing are corrupt "
-                  "(rerun with --debug for the traceback; report it to the plugin's authors, or switch it off with "
-                  "ROBUSTFT_DISABLE_PLUGINS=acme-zoo or uninstall robustft-acme-zoo).")
+EXPECTED_CRASH = (
+    "error: Plugin 'acme-zoo' (robustft-acme-zoo 0.4.0) raised RuntimeError: weights of thing are corrupt "
+    "(rerun with --debug for the traceback; report it to the plugin's authors, or switch it off with "
+    "ROBUSTFT_DISABLE_PLUGINS=acme-zoo or uninstall robustft-acme-zoo)."
+)
 
 
 def test_exception_inside_a_plugin_names_it_in_one_line(crashing_zoo, capsys, monkeypatch):
@@ -303,10 +314,31 @@ def test_exception_outside_plugins_keeps_its_traceback(crashing_zoo, capsys, mon
 
 def test_exception_inside_a_plugin_scheme_at_training_time(site, base_model, capsys, monkeypatch, tmp_path):
     body = "        raise ValueError('loss exploded')"
-    distribution(site, "robustft-acme-scheme", "3.0.0", {"acme_scheme": scheme_source(("Boom", "boom", ()), body=body)},
-                 {"acme-scheme": "acme_scheme"})
-    result = cli_in_process(capsys, monkeypatch, "finetune", "--scheme", "boom", "--norms", "inf", "--epochs", "1", "--n-train", "32",
-                            "--batch-size", "32", "--out", str(tmp_path / "run"), "--quiet")
+    distribution(
+        site,
+        "robustft-acme-scheme",
+        "3.0.0",
+        {"acme_scheme": scheme_source(("Boom", "boom", ()), body=body)},
+        {"acme-scheme": "acme_scheme"},
+    )
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--scheme",
+        "boom",
+        "--norms",
+        "inf",
+        "--epochs",
+        "1",
+        "--n-train",
+        "32",
+        "--batch-size",
+        "32",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: Plugin 'acme-scheme' (robustft-acme-scheme 3.0.0) raised ValueError: loss exploded (")

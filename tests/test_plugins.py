@@ -7,13 +7,12 @@ import types
 
 import pytest
 import typer
+from helpers import make_distribution, run_cli, with_path
 
 from robustft import hookimpl
 from robustft.contracts import AttackFactory, ModelInfo, ModelZoo, Scheme
 from robustft.norms import Norm
 from robustft.pluginmanager import PluginError, PluginHost, PluginWarning
-
-from helpers import make_distribution, run_cli, with_path
 
 BUILTIN_PLUGINS = {"apgd", "eat-protocol", "eat", "single-norm", "builtin-zoo", "digits"}
 
@@ -151,7 +150,7 @@ def test_faulty_plugin_is_an_error_when_strict(hook_name, bad_hook, match):
     host.register(plugin(register_schemes=lambda register: register(GoodScheme)), name="good")
     host.register(plugin(**{hook_name: bad_hook}), name="bad")
     with pytest.raises(PluginError, match="Plugin 'bad' failed") as raised:
-        host.registries
+        host.registries  # noqa: B018 - building the registries runs the hooks
     assert match.split()[0] in str(raised.value) and len(str(raised.value).splitlines()) == 1
 
 
@@ -198,9 +197,14 @@ class NoAttackFactory(AttackFactory):
 
 def faulty_host(strict: bool) -> PluginHost:
     host = PluginHost(strict=strict)
-    host.register(plugin(register_zoos=lambda register: register(StringZoo()),
-                         register_schemes=lambda register: register(TupleLossScheme),
-                         register_attacks=lambda register: register(NoAttackFactory())), name="faulty")
+    host.register(
+        plugin(
+            register_zoos=lambda register: register(StringZoo()),
+            register_schemes=lambda register: register(TupleLossScheme),
+            register_attacks=lambda register: register(NoAttackFactory()),
+        ),
+        name="faulty",
+    )
     return host
 
 

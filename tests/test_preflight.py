@@ -80,8 +80,11 @@ def fails(host, tmp_path, error=UserError, **options) -> str:
 
 @pytest.mark.parametrize(
     "eps,match",
-    [({"inf": "2"}, r"l-inf radius 2 is larger.*at most 1"), ({"1": "65"}, r"l1 radius 65 is larger.*at most 64"),
-     ({"2": "9"}, r"l2 radius 9 is larger.*at most 8")],
+    [
+        ({"inf": "2"}, r"l-inf radius 2 is larger.*at most 1"),
+        ({"1": "65"}, r"l1 radius 65 is larger.*at most 64"),
+        ({"2": "9"}, r"l2 radius 9 is larger.*at most 8"),
+    ],
 )
 def test_radius_larger_than_the_box_is_refused_before_the_model_loads(host, tmp_path, eps, match):
     norms = ",".join(eps)

@@ -32,7 +32,9 @@ class Logits(nn.Module):
 class ScriptedContext(TrainContext):
     """Attacks return the adversarial points (here: logits) the test chose; the robust error per norm is scripted."""
 
-    def __init__(self, adversarial: dict[Norm, torch.Tensor] | None = None, error_rate: dict[Norm, float] | None = None, outer: str = "ce") -> None:
+    def __init__(
+        self, adversarial: dict[Norm, torch.Tensor] | None = None, error_rate: dict[Norm, float] | None = None, outer: str = "ce"
+    ) -> None:
         self.adversarial = adversarial or {}
         self.error_rate = error_rate or {}
         self.outer = outer
@@ -61,7 +63,7 @@ class ScriptedContext(TrainContext):
         return outer_loss(self.outer, model, x, x_adv, y)
 
     def lr_at(self, position):
-        lr = 0.1 * 0.5 ** position
+        lr = 0.1 * 0.5**position
         self.lrs.append(lr)
         return lr
 
@@ -355,16 +357,37 @@ def test_options_are_checked():
 def test_ramp_runs_end_to_end_from_the_cli(base_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     result = cli_in_process(
-        capsys, monkeypatch, "finetune", "--scheme", "ramp", "--epochs", "1", "--n-train", "128", "--attack-steps", "3",
-        "--option", "gp=on", "--out", str(out), "--quiet",
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--scheme",
+        "ramp",
+        "--epochs",
+        "1",
+        "--n-train",
+        "128",
+        "--attack-steps",
+        "3",
+        "--option",
+        "gp=on",
+        "--out",
+        str(out),
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished" and info["scheme"] == "ramp"
-    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line]
+    epochs = [
+        json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line
+    ]
     (summary,) = epochs
     assert summary["pair"] == "inf,1"
     assert summary["gp"]["layers"] > 0
     # Two outer losses and one natural step per image; attacks: 2 x (3 + 1) forward passes per image.
-    assert summary["passes"] == {"attack_forward": 128 * 8, "attack_backward": 128 * 6, "update_forward": 128 * 3, "update_backward": 128 * 3}
+    assert summary["passes"] == {
+        "attack_forward": 128 * 8,
+        "attack_backward": 128 * 6,
+        "update_forward": 128 * 3,
+        "update_backward": 128 * 3,
+    }
     assert (out / "model.pt").is_file()

@@ -8,15 +8,15 @@ import tomllib
 import types
 
 import pytest
+from helpers import cli_in_process
 
 import robustft
-from helpers import cli_in_process
 from robustft.config import build_config, with_recipe
 from robustft.contracts import ModelInfo
-from robustft.training.preflight import learning_rate
 from robustft.hookspecs import hookimpl
 from robustft.norms import Norm
 from robustft.pluginmanager import PluginHost
+from robustft.training.preflight import learning_rate
 from robustft_plugins.datasets.digits import Digits
 from robustft_plugins.datasets.imagefolder import LARGE_RECIPE, LARGE_RECIPE_SOURCE
 from robustft_plugins.datasets.mnist import Mnist

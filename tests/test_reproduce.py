@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO
 
 pytestmark = pytest.mark.slow
@@ -17,8 +16,14 @@ pytestmark = pytest.mark.slow
 def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path):
     out, report = tmp_path / "out", tmp_path / "reproduction.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTFT_RUNS_DIR": str(tmp_path / "runs")}
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out),
-                           "--report", str(report)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out), "--report", str(report)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     schemes = {row["scheme"]: row for row in summary["rows"]}
@@ -36,14 +41,34 @@ def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path)
     text = report.read_text()
     assert "fabricated images, not a result" in text and "| + e-at |" in text and "E-AT Tab. 12" in text
     # resumable: a second call trains and evaluates nothing again
-    again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out)],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    again = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert again.returncode == 0 and "Fine-tuning" not in again.stderr
     # --collect computes nothing and reports what is cached, with the package's figures
     report_dir = tmp_path / "docs"
-    collected = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out),
-                                "--collect", "--report", str(report_dir / "reproduction.md")],
-                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    collected = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "reproduce.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--collect",
+            "--report",
+            str(report_dir / "reproduction.md"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert collected.returncode == 0, collected.stderr[-3000:]
     assert "Fine-tuning" not in collected.stderr and "Evaluating" not in collected.stderr
     assert (report_dir / "images" / "reproduction-bars.png").is_file() and (report_dir / "images" / "reproduction-cost.svg").is_file()
@@ -56,8 +81,10 @@ def test_collect_reports_a_partial_run_with_pending_rows_and_claims(tmp_path):
         import reproduce
     finally:
         sys.path.pop(0)
-    summary = {"base": {"robust": {"1": 0.1, "inf": 0.4, "2": 0.5}, "union": 0.1}, "rows": [
-        {"scheme": "e-at", "union": {"mean": 0.3, "std": 0.01}, "robust": {"inf": {"mean": 0.35}}}]}
+    summary = {
+        "base": {"robust": {"1": 0.1, "inf": 0.4, "2": 0.5}, "union": 0.1},
+        "rows": [{"scheme": "e-at", "union": {"mean": 0.3, "std": 0.01}, "robust": {"inf": {"mean": 0.35}}}],
+    }
     verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(summary)}
     assert verdicts["(a)"] == (True, "must hold") and verdicts["(b)"] == (True, "must hold")
     assert verdicts["(c)"] == (None, "pending") and verdicts["(e)"] == (None, "pending")
@@ -66,8 +93,13 @@ def test_collect_reports_a_partial_run_with_pending_rows_and_claims(tmp_path):
     verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(partial)}
     assert verdicts["(a)"] == (True, "must hold") and verdicts["(b)"] == (None, "pending")
     # (c) is judged on the side-by-side timing
-    timed = {**summary, "timing": {"relative": {"e-at": 1.04, "max": 2.9, "avg": 2.1},
-                                   "passes_per_image": {"linf-at": 33.0, "e-at": 33.0, "max": 99.0, "avg": 99.0}}}
+    timed = {
+        **summary,
+        "timing": {
+            "relative": {"e-at": 1.04, "max": 2.9, "avg": 2.1},
+            "passes_per_image": {"linf-at": 33.0, "e-at": 33.0, "max": 99.0, "avg": 99.0},
+        },
+    }
     verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(timed)}
     assert verdicts["(c)"] == (True, "must hold")
     slow_eat = {**timed, "timing": {**timed["timing"], "relative": {"e-at": 1.2, "max": 2.9, "avg": 2.1}}}
@@ -75,8 +107,12 @@ def test_collect_reports_a_partial_run_with_pending_rows_and_claims(tmp_path):
 
 
 def test_missing_images_are_one_sentence(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--out", str(tmp_path / "o"),
-                           "--data", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--out", str(tmp_path / "o"), "--data", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         f"error: The CIFAR-10 images are not in {str(tmp_path / 'none')!r}: extract cifar10-jpeg.tar.xz there (or pass "
@@ -85,8 +121,12 @@ def test_missing_images_are_one_sentence(tmp_path):
 
 
 def test_an_unknown_part_is_one_sentence_naming_the_parts(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--out", str(tmp_path / "o"),
-                           "--part", "seeded,fancy"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--out", str(tmp_path / "o"), "--part", "seeded,fancy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at, curves, timing."

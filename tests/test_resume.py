@@ -13,18 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_distribution, run_cli, with_path
 
 import robustft
-from robustft.training import RunInterrupted
 from robustft.errors import BadInputError, UserError
 from robustft.io import load_torch
 from robustft.progress import ProgressReporter
-
-from helpers import make_distribution, run_cli, with_path
+from robustft.training import RunInterrupted
 
 # E-AT, slowed down by an optional sleep per batch so that a test can kill it at a chosen point. The
 # sleep changes no number: the slowed and the plain run compute exactly the same thing.
-SLOW_PLUGIN = '''
+SLOW_PLUGIN = """
 import os
 import time
 
@@ -45,19 +44,34 @@ class SlowEAT(EAT):
 @hookimpl
 def register_schemes(register):
     register(SlowEAT)
-'''
+"""
 
 # 256 points in batches of 32: 8 batches per epoch, checkpoints every 2 batches.
-RUN = ["finetune", "--scheme", "slow-e-at", "--epochs", "2", "--n-train", "256", "--batch-size", "32",
-       "--attack-steps", "3", "--checkpoint-every", "2", "--seed", "3", "--quiet"]
+RUN = [
+    "finetune",
+    "--scheme",
+    "slow-e-at",
+    "--epochs",
+    "2",
+    "--n-train",
+    "256",
+    "--batch-size",
+    "32",
+    "--attack-steps",
+    "3",
+    "--checkpoint-every",
+    "2",
+    "--seed",
+    "3",
+    "--quiet",
+]
 
 
 def env_with_plugin(tmp_path: Path, slow: float = 0.0) -> dict[str, str]:
     site = tmp_path / "site"
     if not site.exists():
         make_distribution(site, "robustft-slow", "robustft_slow", SLOW_PLUGIN)
-    return {**os.environ, **with_path(site), "SLOW_SECONDS": str(slow), "COLUMNS": "200",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return {**os.environ, **with_path(site), "SLOW_SECONDS": str(slow), "COLUMNS": "200", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -79,10 +93,20 @@ def batch_losses(run: Path) -> list[tuple[int, int, float, str]]:
 def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_weights(tmp_path, base_model):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     # Both runs at once (two processes): the uninterrupted one at full speed, the other slowed down.
-    ref_proc = subprocess.Popen([sys.executable, "-m", "robustft", *RUN, "--out", str(reference)],
-                                env=env_with_plugin(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc = subprocess.Popen([sys.executable, "-m", "robustft", *RUN, "--out", str(killed)],
-                            env=env_with_plugin(tmp_path, slow=0.15), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ref_proc = subprocess.Popen(
+        [sys.executable, "-m", "robustft", *RUN, "--out", str(reference)],
+        env=env_with_plugin(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robustft", *RUN, "--out", str(killed)],
+        env=env_with_plugin(tmp_path, slow=0.15),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # Kill it in the middle of the second epoch, right after its checkpoint at batch 2.
     wait_for(killed / "checkpoints" / "epoch-002-batch-0002.pt.sha256", proc)
     proc.send_signal(signal.SIGKILL)
@@ -189,8 +213,9 @@ def test_pinned_memory_follows_the_device_unless_set():
 
 #: Two epochs of two batches, a checkpoint after every batch; the digits CNN freshly initialised from the seed
 #: (no cached base model), and the schedule decaying after the first epoch, so that a resumed run must restore it.
-REPEAT_RUN = dict(model="scratch:digits-cnn", epochs=2, n_train=64, batch_size=32, attack_steps=2, seed=1, device="cpu",
-                  lr_step=1.0, checkpoint_every=1)
+REPEAT_RUN = dict(
+    model="scratch:digits-cnn", epochs=2, n_train=64, batch_size=32, attack_steps=2, seed=1, device="cpu", lr_step=1.0, checkpoint_every=1
+)
 
 
 def epoch_and_batch_losses(run: Path) -> list[tuple[str, int, int, float]]:
@@ -241,8 +266,11 @@ def test_a_run_without_a_usable_checkpoint_resumes_from_its_beginning(tmp_path, 
 def test_cpu_run_is_unchanged_by_the_switches_and_bf16_stays_close(tmp_path, base_model):
     options = dict(epochs=1, n_train=64, batch_size=32, attack_steps=2, seed=1)
     default = load_torch(robustft.finetune(out=str(tmp_path / "default"), **options).weights)["model"]
-    explicit = load_torch(robustft.finetune(out=str(tmp_path / "off"), amp="off", channels_last=False,
-                                            cudnn_benchmark=False, compile=False, **options).weights)["model"]
+    explicit = load_torch(
+        robustft.finetune(
+            out=str(tmp_path / "off"), amp="off", channels_last=False, cudnn_benchmark=False, compile=False, **options
+        ).weights
+    )["model"]
     assert all(torch.equal(default[k], explicit[k]) for k in default)  # the CPU default is the plain path
     bf16 = load_torch(robustft.finetune(out=str(tmp_path / "bf16"), amp="bf16", **options).weights)["model"]
     assert all(torch.isfinite(v).all() for v in bf16.values())
@@ -253,6 +281,7 @@ def test_cpu_run_is_unchanged_by_the_switches_and_bf16_stays_close(tmp_path, bas
 def test_a_run_folder_in_use_is_refused_and_released_after(tmp_path, base_model, capsys, monkeypatch):
     """Two runs into one folder interleaved their metrics; the second is now refused while the first holds it."""
     from helpers import cli_in_process
+
     from robustft.rundir import run_lock
 
     run = robustft.finetune(epochs=1, n_train=32, batch_size=32, attack_steps=1, out=str(tmp_path / "run")).run_dir
@@ -272,8 +301,10 @@ def test_two_new_runs_into_one_folder_at_once_one_is_refused(tmp_path, base_mode
     out = tmp_path / "same"
     args = ["finetune", "--epochs", "1", "--n-train", "64", "--batch-size", "16", "--attack-steps", "1", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "robustft", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "robustft", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 1], results
@@ -296,7 +327,9 @@ def test_resume_refuses_an_edited_config_and_extends_with_epochs(tmp_path, base_
     (run / "config.toml").write_text(original)
     extended = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--epochs", "2", "--quiet")
     assert extended.returncode == 0, extended.stderr
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line]
+    epochs = [
+        json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line
+    ]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert "epochs = 2" in (run / "config.toml").read_text()
     shorter = cli_in_process(capsys, monkeypatch, "finetune", "--resume", str(run), "--epochs", "1", "--quiet")

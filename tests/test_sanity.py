@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import cli_in_process
 from torch import Tensor, nn
 
 from robustft.contracts import Attack, EvalSuite
 from robustft.norms import Norm
 from robustft.pluginmanager import registries
 from robustft.sanity import check_model, linear_surrogate, tolerance
-
-from helpers import cli_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,8 +101,7 @@ class FromCleanPoint(EvalSuite):
     name = "apgd-ce-from-clean"
 
     def attacks(self, norm: Norm, eps: float, *, num_classes: int, steps: int, seed: int, registry: Any) -> list[tuple[str, Attack]]:
-        return [("apgd-ce", registry.get("apgd").build(norm, eps, steps=steps, purpose="eval", seed=seed, loss="ce",
-                                                       random_start=False))]
+        return [("apgd-ce", registry.get("apgd").build(norm, eps, steps=steps, purpose="eval", seed=seed, loss="ce", random_start=False))]
 
 
 def digits():
@@ -116,9 +114,18 @@ def test_tolerance_is_one_point_or_one_percent():
 
 def test_honest_model_passes_every_check(base_model):
     data = digits()
-    checks = check_model(base_model, data, [Norm.LINF], {Norm.LINF: Fraction(1, 10)}, registries=registries(),
-                         suite=registries().suites.get("e-at"), surrogate=linear_surrogate(data, CPU), n_ex=N, steps=10,
-                         name="base")
+    checks = check_model(
+        base_model,
+        data,
+        [Norm.LINF],
+        {Norm.LINF: Fraction(1, 10)},
+        registries=registries(),
+        suite=registries().suites.get("e-at"),
+        surrogate=linear_surrogate(data, CPU),
+        n_ex=N,
+        steps=10,
+        name="base",
+    )
     assert {c.check for c in checks} == {"more-steps", "more-restarts", "transfer", "linf-radius-1"}
     assert all(c.passed for c in checks), [c.detail for c in checks if not c.passed]
     base = next(c for c in checks if c.check == "more-steps").values["steps"]
@@ -129,9 +136,19 @@ def test_unconverged_suite_fails_more_steps():
     data = digits()
     x, y = data.test().tensors
     model = Staircase(x[:N], y[:N], eps=0.1, length=16)  # more pixels than 10 steps climb, fewer than 20
-    checks = check_model(model, data, [Norm.LINF], {Norm.LINF: Fraction(1, 10)}, registries=registries(),
-                         suite=registries().suites.get("e-at"), surrogate=linear_surrogate(data, CPU), n_ex=N, steps=10,
-                         device=CPU, name="staircase")
+    checks = check_model(
+        model,
+        data,
+        [Norm.LINF],
+        {Norm.LINF: Fraction(1, 10)},
+        registries=registries(),
+        suite=registries().suites.get("e-at"),
+        surrogate=linear_surrogate(data, CPU),
+        n_ex=N,
+        steps=10,
+        device=CPU,
+        name="staircase",
+    )
     more_steps = next(c for c in checks if c.check == "more-steps")
     assert not more_steps.passed, more_steps.detail
     # The stronger attack leaves far FEWER points robust: the table's number at 10 steps is overstated.
@@ -144,8 +161,18 @@ def test_flat_gradients_near_clean_points_fail_more_restarts(base_model):
     x, _ = data.test().tensors
     model = FlatNearCleanPoints(base_model, x[:N], radius=1.0)
     # l1 at radius 2: outside the flat neighbourhood the base model (l-inf robust) is weak.
-    checks = check_model(model, data, [Norm.L1], {Norm.L1: Fraction(2)}, registries=registries(), suite=FromCleanPoint(),
-                         surrogate=linear_surrogate(data, CPU), n_ex=N, steps=10, name="flat")
+    checks = check_model(
+        model,
+        data,
+        [Norm.L1],
+        {Norm.L1: Fraction(2)},
+        registries=registries(),
+        suite=FromCleanPoint(),
+        surrogate=linear_surrogate(data, CPU),
+        n_ex=N,
+        steps=10,
+        name="flat",
+    )
     found = {c.check: c for c in checks}
     restarts = found["more-restarts"]
     assert not restarts.passed, restarts.detail
@@ -158,8 +185,18 @@ def test_masked_gradients_are_caught(base_model):
     data = digits()
     masked = Masked(base_model)
     # l1 at radius 2: the base model (l-inf robust) is weak there, so the transferred points break it.
-    checks = check_model(masked, data, [Norm.L1], {Norm.L1: Fraction(2)}, registries=registries(),
-                         suite=registries().suites.get("e-at"), surrogate=base_model, n_ex=N, steps=10, name="masked")
+    checks = check_model(
+        masked,
+        data,
+        [Norm.L1],
+        {Norm.L1: Fraction(2)},
+        registries=registries(),
+        suite=registries().suites.get("e-at"),
+        surrogate=base_model,
+        n_ex=N,
+        steps=10,
+        name="masked",
+    )
     failed = {c.check for c in checks if not c.passed}
     assert "transfer" in failed  # the base model's points break what the white-box attack could not
     transfer = next(c for c in checks if c.check == "transfer")
@@ -167,7 +204,22 @@ def test_masked_gradients_are_caught(base_model):
 
 
 def test_eval_sanity_json(base_model, capsys, monkeypatch):
-    result = cli_in_process(capsys, monkeypatch, "eval", "--model", "digits-cnn-linf", "--norms", "inf", "--n-ex", "40", "--steps", "5", "--sanity", "--json", "--quiet")
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "eval",
+        "--model",
+        "digits-cnn-linf",
+        "--norms",
+        "inf",
+        "--n-ex",
+        "40",
+        "--steps",
+        "5",
+        "--sanity",
+        "--json",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["results"][0]["n"] == 40
@@ -183,8 +235,9 @@ def test_eval_run_sanity_is_stored_beside_the_table(tmp_path, base_model, capsys
     import robustft
 
     run = robustft.finetune(epochs=1, n_train=16, batch_size=16, attack_steps=1, out=str(tmp_path / "run")).run_dir
-    result = cli_in_process(capsys, monkeypatch, "eval", "--run", str(run), "--norms", "inf", "--n-ex", "12", "--steps", "2",
-                            "--sanity", "--json", "--quiet")
+    result = cli_in_process(
+        capsys, monkeypatch, "eval", "--run", str(run), "--norms", "inf", "--n-ex", "12", "--steps", "2", "--sanity", "--json", "--quiet"
+    )
     assert result.returncode == 0, result.stderr
     stored = json.loads((run / "eval.json").read_text())
     assert stored["sanity"] == json.loads(result.stdout)["sanity"] and len(stored["sanity"]) == 8  # 4 checks x 2 models
@@ -221,8 +274,19 @@ def test_more_restarts_continues_from_the_baseline_instead_of_running_the_suite_
     data, reg = digits(), registries()
     suite = CountingSuite(reg.suites.get("e-at"))
     eps = {Norm.LINF: Fraction(1, 10), Norm.L1: Fraction(2)}
-    checks = check_model(base_model, data, [Norm.L1, Norm.LINF], eps, registries=reg, suite=suite,
-                         surrogate=linear_surrogate(data, CPU), n_ex=N, steps=4, batch_size=20, name="base")
+    checks = check_model(
+        base_model,
+        data,
+        [Norm.L1, Norm.LINF],
+        eps,
+        registries=reg,
+        suite=suite,
+        surrogate=linear_surrogate(data, CPU),
+        n_ex=N,
+        steps=4,
+        batch_size=20,
+        name="base",
+    )
     for norm in (Norm.L1, Norm.LINF):
         assert suite.built[(norm, float(eps[norm]), 4)] == 1, suite.built  # the baseline, once
         assert suite.built[(norm, float(eps[norm]), 8)] == 1  # more-steps
@@ -240,8 +304,7 @@ def test_more_restarts_continues_from_the_baseline_instead_of_running_the_suite_
         once = CountingSuite(reg.suites.get("e-at"))  # the attack calls of one run of the suite
         evaluate_model(base_model, data, [norm], eps, suite=once, registries=reg, n_ex=N, steps=4, batch_size=20)
         assert suite.calls[(norm, float(eps[norm]), 4)] == once.calls[(norm, float(eps[norm]), 4)] > 0
-        whole = evaluate_model(base_model, data, [norm], eps, suite=SuiteThenRestarts(), registries=reg, n_ex=N, steps=4,
-                               batch_size=20)
+        whole = evaluate_model(base_model, data, [norm], eps, suite=SuiteThenRestarts(), registries=reg, n_ex=N, steps=4, batch_size=20)
         found = next(c for c in checks if c.check == "more-restarts" and c.norm == norm.value)
         assert round(found.values["more_restarts"] * N) == int(whole.per_point[norm.value].sum()), (norm, found.detail)
         assert f"{MORE_RESTARTS} more random restarts" in found.detail
@@ -252,5 +315,14 @@ def test_a_start_mask_of_the_wrong_length_is_one_sentence(base_model):
     from robustft.evaluation import evaluate_model
 
     with pytest.raises(BadInputError, match="has 3 entries; the evaluation has 10 points"):
-        evaluate_model(base_model, digits(), [Norm.LINF], {Norm.LINF: Fraction(1, 10)}, suite=registries().suites.get("e-at"),
-                       registries=registries(), n_ex=10, steps=1, start={Norm.LINF: torch.ones(3, dtype=torch.bool)})
+        evaluate_model(
+            base_model,
+            digits(),
+            [Norm.LINF],
+            {Norm.LINF: Fraction(1, 10)},
+            suite=registries().suites.get("e-at"),
+            registries=registries(),
+            n_ex=10,
+            steps=1,
+            start={Norm.LINF: torch.ones(3, dtype=torch.bool)},
+        )

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import cli_in_process
+
 from robustft.schemas import Checkpoint, RunInfo, SchemaError
 
 GOOD_RUN = {"base_model": "digits-cnn-linf", "dataset": "digits", "scheme": "e-at", "eps": {"inf": "1/10"}, "status": "finished"}
@@ -43,9 +43,19 @@ def test_eval_of_a_run_with_damaged_run_json_is_one_sentence(content, tmp_path, 
 
 
 def checkpoint(**changes):
-    state = {"format": "robustft-checkpoint", "epoch": 1, "position": [1, 0], "model": {"w": torch.zeros(2)},
-             "optimizer": {"state": {}, "param_groups": []}, "rng": {"torch": torch.zeros(3), "data": torch.zeros(3), "scheme": torch.zeros(3)},
-             "scheme": {}, "passes": {"forward": 3}, "nan_batches": 0, "epoch_stats": {"images": 0}, "config": {}}
+    state = {
+        "format": "robustft-checkpoint",
+        "epoch": 1,
+        "position": [1, 0],
+        "model": {"w": torch.zeros(2)},
+        "optimizer": {"state": {}, "param_groups": []},
+        "rng": {"torch": torch.zeros(3), "data": torch.zeros(3), "scheme": torch.zeros(3)},
+        "scheme": {},
+        "passes": {"forward": 3},
+        "nan_batches": 0,
+        "epoch_stats": {"images": 0},
+        "config": {},
+    }
     state.update(changes)
     return {k: v for k, v in state.items() if v is not None}
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import REPO, cli_in_process
+from test_cli_errors import assert_one_sentence
+
 from robustft.config import build_config
 from robustft.errors import BadInputError, UnknownNameError
 from robustft.norms import Norm
@@ -17,7 +18,6 @@ from robustft_plugins.schemes.msd import MSD
 from robustft_plugins.schemes.multi_norm import MAX
 from robustft_plugins.schemes.ramp import RAMP
 from robustft_plugins.schemes.single_norm import LpAT
-from test_cli_errors import assert_one_sentence
 
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
 
@@ -120,8 +120,10 @@ def _declare(body):
         ({"__annotations__": {"x": "float"}, "x": option(2.0, range=(0, 1), help="h")}, "default of Bad.x is not allowed"),
         ({"__annotations__": {"x": "list"}, "x": option((), help="h")}, "use bool, int, float or str, or give parse="),
         ({"__annotations__": {"x": "str"}, "x": option("a", range=(0, 1), help="h")}, "has a range but is not a number"),
-        ({"__annotations__": {"x": "int", "y": "int"}, "x": option(1, help="h"), "y": option(1, cli_name="x", help="h")},
-         "declares an option name twice"),
+        (
+            {"__annotations__": {"x": "int", "y": "int"}, "x": option(1, help="h"), "y": option(1, cli_name="x", help="h")},
+            "declares an option name twice",
+        ),
     ],
 )
 def test_a_malformed_declaration_fails_when_the_plugin_is_imported(body, message):
@@ -143,12 +145,15 @@ def test_the_old_dict_of_scheme_options_is_refused_with_the_way_to_migrate():
         type("Old", (Scheme,), {"name": "old", "options": {"at": object()}, "loss": lambda *a: None})
 
 
-@pytest.mark.parametrize("spec,text,inside,outside", [
-    ("[0, 1]", "[0, 1]", [0, 0.5, 1], [-0.1, 1.1]),
-    ("(0, 1]", "(0, 1]", [1e-9, 1], [0, 2]),
-    ("[1, inf)", "[1, inf)", [1, 1e9], [0.99]),
-    ((None, 3), "(-inf, 3]", [-1e9, 3], [3.5]),
-])
+@pytest.mark.parametrize(
+    "spec,text,inside,outside",
+    [
+        ("[0, 1]", "[0, 1]", [0, 0.5, 1], [-0.1, 1.1]),
+        ("(0, 1]", "(0, 1]", [1e-9, 1], [0, 2]),
+        ("[1, inf)", "[1, inf)", [1, 1e9], [0.99]),
+        ((None, 3), "(-inf, 3]", [-1e9, 3], [3.5]),
+    ],
+)
 def test_intervals(spec, text, inside, outside):
     interval = Interval.of(spec)
     assert str(interval) == text
@@ -198,8 +203,15 @@ def test_list_schemes_options_json(capsys, monkeypatch):
     schemes = {s["name"]: s for s in json.loads(result.stdout)["schemes"]}
     assert schemes["lp-at"]["options"] == [] and schemes["ramp"]["plugin"] == "ramp"
     lam = {o["name"]: o for o in schemes["ramp"]["options"]}["lambda"]
-    assert lam == {"name": "lambda", "attribute": "lam", "type": "float", "default": 1.5, "range": "[0, inf)", "choices": [],
-                   "help": "weight of the pairing loss (1.5 fine-tuning, 5 from scratch)"}
+    assert lam == {
+        "name": "lambda",
+        "attribute": "lam",
+        "type": "float",
+        "default": 1.5,
+        "range": "[0, inf)",
+        "choices": [],
+        "help": "weight of the pairing loss (1.5 fine-tuning, 5 from scratch)",
+    }
     (sampling,) = schemes["e-at"]["options"]
     assert sampling["choices"] == ["paper", "cumulative"] and sampling["default"] == "paper" and sampling["range"] is None
     assert all(listed["help"] for scheme in schemes.values() for listed in scheme["options"])

@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import cli_in_process
 from torch import nn
 
 from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo
 from robustft.errors import BadInputError, UserError
 from robustft.hookspecs import hookimpl
 from robustft.norms import Norm
-from robustft.pluginmanager import PluginHost, set_host
+from robustft.pluginmanager import PluginHost
 from robustft.subjects import resolve
-
-from helpers import cli_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,8 +60,22 @@ def host(monkeypatch, base_model):
 
 
 def test_eval_sanity_of_a_model_loads_it_once(host, capsys, monkeypatch):
-    result = cli_in_process(capsys, monkeypatch, "eval", "--model", "counting:digits", "--norms", "inf", "--n-ex", "12",
-                            "--steps", "2", "--sanity", "--json", "--quiet")
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "eval",
+        "--model",
+        "counting:digits",
+        "--norms",
+        "inf",
+        "--n-ex",
+        "12",
+        "--steps",
+        "2",
+        "--sanity",
+        "--json",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert len(data["sanity"]) == 4 and data["results"][0]["name"] == "counting:digits"
@@ -72,11 +85,13 @@ def test_eval_sanity_of_a_model_loads_it_once(host, capsys, monkeypatch):
 def test_eval_sanity_of_a_run_loads_the_run_and_its_base_once_each(host, tmp_path, capsys, monkeypatch):
     import robustft
 
-    run = robustft.finetune(model="counting:digits", epochs=1, n_train=16, batch_size=16, attack_steps=1,
-                            out=str(tmp_path / "run"), host=host).run_dir
+    run = robustft.finetune(
+        model="counting:digits", epochs=1, n_train=16, batch_size=16, attack_steps=1, out=str(tmp_path / "run"), host=host
+    ).run_dir
     CountingZoo.loads.clear()
-    result = cli_in_process(capsys, monkeypatch, "eval", "--run", str(run), "--norms", "inf", "--n-ex", "12", "--steps", "2",
-                            "--sanity", "--json", "--quiet")
+    result = cli_in_process(
+        capsys, monkeypatch, "eval", "--run", str(run), "--norms", "inf", "--n-ex", "12", "--steps", "2", "--sanity", "--json", "--quiet"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [r["name"] for r in data["results"]] == ["counting:digits", "+ e-at"] and len(data["sanity"]) == 8
@@ -86,8 +101,9 @@ def test_eval_sanity_of_a_run_loads_the_run_and_its_base_once_each(host, tmp_pat
 def test_resolving_loads_nothing_and_a_subject_loads_once(host, tmp_path):
     import robustft
 
-    run = robustft.finetune(model="counting:digits", epochs=1, n_train=16, batch_size=16, attack_steps=1,
-                            out=str(tmp_path / "run"), host=host).run_dir
+    run = robustft.finetune(
+        model="counting:digits", epochs=1, n_train=16, batch_size=16, attack_steps=1, out=str(tmp_path / "run"), host=host
+    ).run_dir
     CountingZoo.loads.clear()
     subjects = resolve(run=run, registries=host.registries)
     assert CountingZoo.loads == {} and [s.label for s in subjects.models] == ["counting:digits", "+ e-at"]
@@ -114,8 +130,19 @@ def test_radii_and_choice_errors_are_one_sentence(host, tmp_path):
 def test_compare_loads_each_model_once_and_a_cached_evaluation_loads_none(host, tmp_path):
     from robustft.compare import compare
 
-    settings = dict(seeds=1, out=tmp_path / "cmp", norms="inf", n_ex=8, steps=1, host=host, model="counting:digits",
-                    epochs=1, n_train=16, batch_size=16, attack_steps=1)
+    settings = dict(
+        seeds=1,
+        out=tmp_path / "cmp",
+        norms="inf",
+        n_ex=8,
+        steps=1,
+        host=host,
+        model="counting:digits",
+        epochs=1,
+        n_train=16,
+        batch_size=16,
+        attack_steps=1,
+    )
     first = compare("e-at", **settings)
     # fine-tuning loads the base model once; the evaluation loads the base model and the run's model once each
     assert CountingZoo.loads == {"digits": 3} and first.base["name"] == "digits"

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from helpers import REPO
+
 from robustft.pluginmanager import registries
 from robustft.testing import ScriptedContext, check_scheme, run_cli, tiny_batch, tiny_dataset, tiny_model
 
@@ -58,7 +58,13 @@ def test_run_cli_runs_in_process():
 def test_the_example_plugins_own_tests_pass_with_the_helpers():
     example = REPO / "examples" / "robustft-myscheme"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(example), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
-                          capture_output=True, text=True, env=env, cwd=example, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=example,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     assert "4 passed" in done.stdout

@@ -8,14 +8,14 @@ from fractions import Fraction
 
 import pytest
 import torch
+from helpers import cli_in_process
 
 import robustft
-from helpers import cli_in_process
 from robustft.config import build_config
-from robustft.training import training_attacks
 from robustft.errors import BadInputError
 from robustft.norms import Norm
 from robustft.pluginmanager import registries
+from robustft.training import training_attacks
 from robustft_plugins.attacks.apgd import APGD
 from robustft_plugins.attacks.fgsm_rs import FGSMRandomStart
 
@@ -54,8 +54,10 @@ def test_families_and_options_per_norm():
     [
         ({"attack": "fgsm-rs"}, "Attack 'fgsm-rs' does not support norm 2 (only inf): give that norm another attack with --attack 2=NAME."),
         ({"attack_options": {"1": {"tpk": 0.1}}}, "Unknown option of attack 'apgd' 'tpk': did you mean 'topk'"),
-        ({"attack": {"inf": "fgsm-rs"}, "attack_options": {"inf": {"alpah": 1.0}}},
-         "Unknown option of attack 'fgsm-rs' 'alpah': did you mean 'alpha'"),
+        (
+            {"attack": {"inf": "fgsm-rs"}, "attack_options": {"inf": {"alpah": 1.0}}},
+            "Unknown option of attack 'fgsm-rs' 'alpah': did you mean 'alpha'",
+        ),
         ({"attack_steps": {"inf": 0}}, "Attack steps must be a positive integer, got 0."),
         ({"attack_steps": {"3": 5}}, "'3' is not a norm"),
     ],
@@ -78,8 +80,24 @@ def test_toml_then_command_line(tmp_path):
 def test_cli_per_norm_run_records_what_each_norm_got(tmp_path, capsys, monkeypatch, base_model):
     out = tmp_path / "run"
     result = cli_in_process(
-        capsys, monkeypatch, "finetune", "--epochs", "1", "--n-train", "64", "--batch-size", "16", "--attack", "inf=fgsm-rs",
-        "--attack-steps", "1=3", "--attack-option", "1:topk=0.1", "--out", str(out), "--quiet",
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--epochs",
+        "1",
+        "--n-train",
+        "64",
+        "--batch-size",
+        "16",
+        "--attack",
+        "inf=fgsm-rs",
+        "--attack-steps",
+        "1=3",
+        "--attack-option",
+        "1:topk=0.1",
+        "--out",
+        str(out),
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     config = tomllib.loads((out / "config.toml").read_text())

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from helpers import cli_in_process
+from safetensors.torch import save_file
+from test_datasets import write_cifar
+
 from robustft.errors import BadInputError, UserError
 from robustft.norms import Norm
 from robustft_plugins.zoos.file_zoo import FileZoo, WithNormalization, read_state_dict
 from robustft_plugins.zoos.robustbench import PAPER_MODELS, RobustBenchZoo
 from robustft_plugins.zoos.torchvision_zoo import IMAGENET_MEAN, IMAGENET_STD, TorchvisionZoo
-from test_datasets import write_cifar
 
 SMALL_RB_MODEL = "Sehwag2021Proxy_R18"  # a ResNet-18 in RobustBench's CIFAR-10 l-inf (and l2) registry
 SMALL_RB = f"cifar10/Linf/{SMALL_RB_MODEL}"  # qualified: the name exists in both threat models
@@ -68,7 +68,12 @@ def test_every_paper_alias_is_in_robustbench_registry(zoo: RobustBenchZoo) -> No
     for alias, (dataset, threat, name, lr) in PAPER_MODELS.items():
         info = zoo.resolve(alias)
         assert info is not None, alias
-        assert (info.dataset, info.threat, info.name.rsplit("/", 1)[-1], info.finetune_lr) == (dataset, {"Linf": Norm.LINF, "L2": Norm.L2}[threat], name, lr)
+        assert (info.dataset, info.threat, info.name.rsplit("/", 1)[-1], info.finetune_lr) == (
+            dataset,
+            {"Linf": Norm.LINF, "L2": Norm.L2}[threat],
+            name,
+            lr,
+        )
     wrn70 = zoo.resolve("Gowal2020_WRN70")
     assert wrn70.name == "Gowal2020Uncovering_70_16_extra" and wrn70.dataset == "cifar10" and wrn70.threat is Norm.LINF
 
@@ -114,8 +119,23 @@ def test_robustbench_eval_from_placed_checkpoint(zoo: RobustBenchZoo, tmp_path: 
     net.eval()
     assert torch.allclose(loaded(x), net(x), atol=1e-5)
     result = cli_in_process(
-        capsys, monkeypatch, "eval", "--model", f"robustbench:{SMALL_RB}", "--model-dir", str(tmp_path / "models"),
-        "--data-dir", str(cifar_dir), "--n-ex", "3", "--steps", "2", "--norms", "inf", "--json", "-q",
+        capsys,
+        monkeypatch,
+        "eval",
+        "--model",
+        f"robustbench:{SMALL_RB}",
+        "--model-dir",
+        str(tmp_path / "models"),
+        "--data-dir",
+        str(cifar_dir),
+        "--n-ex",
+        "3",
+        "--steps",
+        "2",
+        "--norms",
+        "inf",
+        "--json",
+        "-q",
     )
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)["results"][0]
@@ -129,7 +149,18 @@ def test_real_use_command_stops_before_training_with_what_to_download(tmp_path: 
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "data").symlink_to(cifar_dir, target_is_directory=True)
-    result = cli_in_process(capsys, monkeypatch, "finetune", "--model", "Gowal2020_WRN70", "--scheme", "e-at", "--epochs", "3", env={"ROBUSTFT_CACHE": str(cache)})
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "finetune",
+        "--model",
+        "Gowal2020_WRN70",
+        "--scheme",
+        "e-at",
+        "--epochs",
+        "3",
+        env={"ROBUSTFT_CACHE": str(cache)},
+    )
     line = assert_one_sentence(result, code=1)
     expected = cache / "robustbench" / "cifar10" / "Linf" / "Gowal2020Uncovering_70_16_extra.pt"
     assert str(expected) in line and "--download" in line and "drive.google.com" in line
@@ -177,8 +208,23 @@ def test_file_checkpoint_evaluates_through_the_cli(tmp_path: Path, cifar_dir: Pa
     path = tmp_path / "mine.pth"
     torch.save({"model": net.state_dict()}, path)
     result = cli(
-        "eval", "--model", f"file:{path}", "--arch", "preact-resnet18", "--dataset", "cifar10", "--data-dir", str(cifar_dir),
-        "--n-ex", "2", "--steps", "2", "--norms", "inf", "--json", "-q",
+        "eval",
+        "--model",
+        f"file:{path}",
+        "--arch",
+        "preact-resnet18",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(cifar_dir),
+        "--n-ex",
+        "2",
+        "--steps",
+        "2",
+        "--norms",
+        "inf",
+        "--json",
+        "-q",
     )
     assert json.loads(result.stdout)["results"][0]["n"] == 2
 
@@ -206,8 +252,23 @@ def test_timm_checkpoint_evaluates_with_normalisation_folded_in(tmp_path: Path, 
     std = torch.tensor(net.pretrained_cfg["std"]).view(1, 3, 1, 1)
     assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
     result = cli(
-        "eval", "--model", "timm:test_efficientnet", "--checkpoint", str(path), "--dataset", "cifar10",
-        "--data-dir", str(cifar_dir), "--n-ex", "2", "--steps", "2", "--norms", "inf", "--json", "-q",
+        "eval",
+        "--model",
+        "timm:test_efficientnet",
+        "--checkpoint",
+        str(path),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(cifar_dir),
+        "--n-ex",
+        "2",
+        "--steps",
+        "2",
+        "--norms",
+        "inf",
+        "--json",
+        "-q",
     )
     assert json.loads(result.stdout)["results"][0]["n"] == 2
 
@@ -225,8 +286,8 @@ class _CreatesFile:
 def test_timm_hub_weights_naming_their_own_file_are_unpickled_safely(tmp_path: Path, monkeypatch) -> None:
     import pickle
 
-    from timm.models import _builder, _hub
     from huggingface_hub.utils import EntryNotFoundError
+    from timm.models import _builder, _hub
 
     from robustft_plugins.zoos.timm_zoo import _refused, safe_weight_loading
 
@@ -247,7 +308,10 @@ def test_timm_hub_weights_naming_their_own_file_are_unpickled_safely(tmp_path: P
     with safe_weight_loading(), pytest.raises(pickle.UnpicklingError) as refused:
         _builder.load_state_dict_from_hf("acme/model", "pytorch_model.bin")
     assert not marker.exists()
-    assert _builder.load_state_dict_from_hf.__name__ == "load_state_dict_from_hf" and _builder.load_state_dict_from_hf is _hub.load_state_dict_from_hf  # put back
+    assert (
+        _builder.load_state_dict_from_hf.__name__ == "load_state_dict_from_hf"
+        and _builder.load_state_dict_from_hf is _hub.load_state_dict_from_hf
+    )  # put back
     assert "(it calls io.open)" in _refused("vit_x", refused.value).message
 
 

@@ -23,9 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft.plugin import hookimpl
-from robustft.plugin import UserError
-from robustft.plugin import RunLogger, flatten, scalars
+from robustft.plugin import RunLogger, UserError, flatten, hookimpl, scalars
 
 RUN_ID_FILE = "mlflow-run-id"
 STORE_DIR = "mlruns"
@@ -77,7 +75,7 @@ class MlflowLogger(RunLogger):
         settings = {k: v for k, v in config.items() if k != "provenance"}  # where each setting came from: not a parameter
         params = [Param(param_name(key), str(value)[:PARAM_LIMIT]) for key, value in flatten(settings).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters per call
-            client.log_batch(self.run_id, params=params[start:start + 100])
+            client.log_batch(self.run_id, params=params[start : start + 100])
 
     def _metrics(self, prefix: str, record: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric

@@ -45,12 +45,18 @@ def accuracy_bars(
     series = []
     for row in rows:
         robust = row.get("robust") or {}
-        pairs = [value_and_error(row.get("clean")), *(value_and_error(robust.get(n.value)) for n in norms), value_and_error(row.get("union"))]
-        series.append({
-            "name": row_label(row),
-            "values": [None if math.isnan(v) else 100 * v for v, _ in pairs],  # None: the row has no such number
-            "errors": [100 * e if e is not None else None for _, e in pairs],
-        })
+        pairs = [
+            value_and_error(row.get("clean")),
+            *(value_and_error(robust.get(n.value)) for n in norms),
+            value_and_error(row.get("union")),
+        ]
+        series.append(
+            {
+                "name": row_label(row),
+                "values": [None if math.isnan(v) else 100 * v for v, _ in pairs],  # None: the row has no such number
+                "errors": [100 * e if e is not None else None for _, e in pairs],
+            }
+        )
 
     figure = new_figure(1, height=2.4)
     ax = figure.axes[0]
@@ -59,8 +65,16 @@ def accuracy_bars(
         for i, s in enumerate(series):
             offsets = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
             has_error = any(e is not None for e in s["errors"])
-            ax.bar(offsets, [math.nan if v is None else v for v in s["values"]], width, label=s["name"], color=series_colour(i),
-                   yerr=[e or 0.0 for e in s["errors"]] if has_error else None, capsize=1.5, error_kw={"elinewidth": 0.7, "capthick": 0.7})
+            ax.bar(
+                offsets,
+                [math.nan if v is None else v for v in s["values"]],
+                width,
+                label=s["name"],
+                color=series_colour(i),
+                yerr=[e or 0.0 for e in s["errors"]] if has_error else None,
+                capsize=1.5,
+                error_kw={"elinewidth": 0.7, "capthick": 0.7},
+            )
         ax.set_xticks(range(len(groups)), labels)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
@@ -69,4 +83,6 @@ def accuracy_bars(
         where = f" on {first['n']} {first['dataset']} test points" if first.get("n") and first.get("dataset") else ""
         ax.set_title(title or f"Accuracy{where}")
         figure.legend(loc="outside lower center", ncols=min(len(series), 2))
-    return Plot(figure, {"kind": "bars", "unit": "%", "groups": groups, "eps": {k: eps[k] for k in groups if k in eps}, "series": series}, "bars")
+    return Plot(
+        figure, {"kind": "bars", "unit": "%", "groups": groups, "eps": {k: eps[k] for k in groups if k in eps}, "series": series}, "bars"
+    )

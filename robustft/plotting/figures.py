@@ -64,19 +64,23 @@ def plot_curves(runs: Sequence[str | Path] = (), json_files: Sequence[str | Path
     for source, data, _ in sources:
         swept = [row for row in data["results"] if row.get("curves")]
         if not swept:
-            raise UserError(f"The evaluation of {str(source)!r} has no radius sweep: evaluate with robustft eval --radii NORM=START:STOP:COUNT.")
+            raise UserError(
+                f"The evaluation of {str(source)!r} has no radius sweep: evaluate with robustft eval --radii NORM=START:STOP:COUNT."
+            )
         models.extend(swept)
     names = [m.get("name") for m in models]
     if len(set(names)) < len(names):  # the same model from two sources: say which is which
-        models = [{**m, "label": f"{m.get('name')} ({source.name})"} for source, data, _ in sources
-                  for m in data["results"] if m.get("curves")]
+        models = [
+            {**m, "label": f"{m.get('name')} ({source.name})"} for source, data, _ in sources for m in data["results"] if m.get("curves")
+        ]
     plot = radius_curves(models)
     plot.save(output_stem(out, *sources[0][2]))
     return [plot]
 
 
-def plot_compare(folder: str | Path | None = None, json_file: str | Path | None = None, out: str | Path | None = None,
-                 cost: str | None = None) -> list[Plot]:
+def plot_compare(
+    folder: str | Path | None = None, json_file: str | Path | None = None, out: str | Path | None = None, cost: str | None = None
+) -> list[Plot]:
     """Union accuracy per scheme (mean ± std over seeds) and union accuracy against the training cost per epoch, from
     a ``robustft compare`` folder or its ``--json`` output; two figures, ``<stem>-union`` and ``<stem>-cost``."""
     require_matplotlib()  # before any reading: a missing package is the first thing to fix
@@ -111,6 +115,8 @@ def plot_training(run: str | Path | None = None, out: str | Path | None = None) 
 
     run_dir = Path(run) if run is not None else latest_run()
     info, records = load_training(run_dir)
-    plot = training_curves(records, title=f"{info.get('scheme', 'fine-tuning')} on {info.get('base_model', 'the base model')} ({run_dir.name})")
+    plot = training_curves(
+        records, title=f"{info.get('scheme', 'fine-tuning')} on {info.get('base_model', 'the base model')} ({run_dir.name})"
+    )
     plot.save(output_stem(out, *_default(run_dir, "training", folder=True)))
     return [plot]

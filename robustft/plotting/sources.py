@@ -102,14 +102,26 @@ def load_comparison(folder: str | Path) -> dict[str, Any]:
             runs.append(str(run_dir))
             used.append(seed)
         if results:
-            rows.append(SchemeSummary(
-                scheme=scheme, seeds=used, runs=runs, clean=Stat([r["clean"] for r in results]), robust={n: Stat([r["robust"][n.value] for r in results]) for n in norms},
-                union=Stat([r["union"] for r in results]), seconds_per_epoch=Stat(seconds), passes_per_image=Stat(passes),
-            ).as_dict())
+            rows.append(
+                SchemeSummary(
+                    scheme=scheme,
+                    seeds=used,
+                    runs=runs,
+                    clean=Stat([r["clean"] for r in results]),
+                    robust={n: Stat([r["robust"][n.value] for r in results]) for n in norms},
+                    union=Stat([r["union"] for r in results]),
+                    seconds_per_epoch=Stat(seconds),
+                    passes_per_image=Stat(passes),
+                ).as_dict()
+            )
     if missing:
-        log.warning("Not evaluated yet, left out: %s; finish them by running the same 'robustft compare' with --out %s.", ", ".join(missing), folder)
+        log.warning(
+            "Not evaluated yet, left out: %s; finish them by running the same 'robustft compare' with --out %s.", ", ".join(missing), folder
+        )
     if not rows:
-        raise UserError(f"Comparison {str(folder)!r} has no evaluated run yet: finish it by running the same 'robustft compare' with --out {folder}.")
+        raise UserError(
+            f"Comparison {str(folder)!r} has no evaluated run yet: finish it by running the same 'robustft compare' with --out {folder}."
+        )
     return {"out": str(folder), "settings": settings, "base": base, "schemes": rows}
 
 

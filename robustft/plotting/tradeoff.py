@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from robustft.plotting.bars import row_label
-from robustft.plotting.style import Plot, new_figure, series_colour, styled, value_and_error
 from robustft.plotting.curves import MARKERS
+from robustft.plotting.style import Plot, new_figure, series_colour, styled, value_and_error
 
 
 def _seeds(row: Mapping[str, Any]) -> int:
@@ -41,8 +41,15 @@ def union_bars(schemes: Sequence[Mapping[str, Any]], *, base: Mapping[str, Any] 
     with styled():
         for i, row in enumerate(schemes):
             mean, std = value_and_error(row.get("union"))
-            ax.bar(i, 100 * mean, 0.7, yerr=None if std is None else 100 * std, color=series_colour(i), capsize=2,
-                   error_kw={"elinewidth": 0.8, "capthick": 0.8})
+            ax.bar(
+                i,
+                100 * mean,
+                0.7,
+                yerr=None if std is None else 100 * std,
+                color=series_colour(i),
+                capsize=2,
+                error_kw={"elinewidth": 0.8, "capthick": 0.8},
+            )
             bars.append({"name": row_label(row), "union": 100 * mean, "error": None if std is None else 100 * std, "seeds": _seeds(row)})
         reference = _base_line(ax, base)
         ax.set_xticks(range(len(schemes)), [b["name"] for b in bars], rotation=30, ha="right")
@@ -91,10 +98,26 @@ def cost_tradeoff(
             union, union_err = value_and_error(row.get("union"))
             seconds, seconds_err = value_and_error(row.get(cost))
             name = row_label(row)
-            ax.errorbar([seconds], [100 * union], xerr=seconds_err, yerr=None if union_err is None else 100 * union_err,
-                        fmt=MARKERS[i % len(MARKERS)], color=series_colour(i), capsize=2, elinewidth=0.8, label=name)
-            points.append({"name": name, "cost": seconds, "cost_error": seconds_err,
-                           "union": 100 * union, "error": None if union_err is None else 100 * union_err})
+            ax.errorbar(
+                [seconds],
+                [100 * union],
+                xerr=seconds_err,
+                yerr=None if union_err is None else 100 * union_err,
+                fmt=MARKERS[i % len(MARKERS)],
+                color=series_colour(i),
+                capsize=2,
+                elinewidth=0.8,
+                label=name,
+            )
+            points.append(
+                {
+                    "name": name,
+                    "cost": seconds,
+                    "cost_error": seconds_err,
+                    "union": 100 * union,
+                    "error": None if union_err is None else 100 * union_err,
+                }
+            )
         reference = _base_line(ax, base)
         ax.set_xlim(left=0)
         ax.set_ylim(-3, 103)  # room for the markers at the limits

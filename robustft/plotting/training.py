@@ -67,7 +67,7 @@ def training_series(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             loss["x"].append(x)
             loss["y"].append(float(record["loss"]))
         for key, value in record.items():
-            name = _series_key(key[len(RERR_PREFIX):]) if key.startswith(RERR_PREFIX) else None
+            name = _series_key(key[len(RERR_PREFIX) :]) if key.startswith(RERR_PREFIX) else None
             if name is not None and isinstance(value, (int, float)):
                 series = rerr.setdefault(name, {"x": [], "y": []})
                 series["x"].append(x)

@@ -37,8 +37,12 @@ KEEP_BATCH_CHECKPOINTS = 2
 
 
 def rng_states(ctx: EngineContext, data_epoch_start: Tensor) -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_epoch_start, "scheme": ctx.rng.get_state(),
-                              "attacks": attack_states(ctx._built)}
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "data": data_epoch_start,
+        "scheme": ctx.rng.get_state(),
+        "attacks": attack_states(ctx._built),
+    }
     if ctx.device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(ctx.device)
     return states

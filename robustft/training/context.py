@@ -73,8 +73,9 @@ def training_attacks(
                 f"give that norm another attack with --attack {norm}=NAME."
             )
         options = per_norm.merged_for(config.attack_options, norm.value)
-        spec = TrainingAttack(factory, registries.plugin_of("attacks", factory),
-                              per_norm.resolve(config.attack_steps, norm, "--attack-steps"), options)
+        spec = TrainingAttack(
+            factory, registries.plugin_of("attacks", factory), per_norm.resolve(config.attack_steps, norm, "--attack-steps"), options
+        )
         spec.build(norm, float(eps[norm]))
         attacks[norm] = spec
     return attacks

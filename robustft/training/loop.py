@@ -33,7 +33,8 @@ class Trainer:
 
     def __init__(self, plan: Plan, registries: Registries, progress: ProgressReporter, run_info: dict[str, Any], loggers: Loggers) -> None:
         self.config, self.plan, self.progress, self.run_info = plan.config, plan, progress, run_info
-        self.run_dir, self.model, self.scheme, self.loader, self.data_rng = plan.run_dir, plan.model, plan.scheme, plan.loader, plan.data_rng
+        self.run_dir, self.model, self.scheme = plan.run_dir, plan.model, plan.scheme
+        self.loader, self.data_rng = plan.loader, plan.data_rng
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.loggers = loggers  # metrics.jsonl (always) and the --log trackers
         self.scheme_plugin = registries.plugin_of("schemes", plan.scheme_cls)
@@ -169,8 +170,9 @@ class Trainer:
 
     def save(self, epoch: int, batch: int) -> Path:
         """Checkpoint after ``batch`` batches of epoch ``epoch`` (0-based); ``batch == 0``: after ``epoch`` epochs."""
-        return self.checkpoints.save(epoch, batch, stats=self.stats, nan_batches=self.guard.nan_batches,
-                                     data_epoch_start=self.data_epoch_start)
+        return self.checkpoints.save(
+            epoch, batch, stats=self.stats, nan_batches=self.guard.nan_batches, data_epoch_start=self.data_epoch_start
+        )
 
     def _interrupt(self, epoch: int, *, epoch_done: bool = False) -> None:
         where = f"epoch {epoch + 1}" if epoch_done else f"epoch {epoch + 1}, batch {self.ctx.batch}"

@@ -44,7 +44,9 @@ class NonFiniteGuard:
         if not distributed.is_distributed():
             return value, n, finite
         totals = distributed.all_reduce_sum(
-            torch.tensor([value * n if finite else 0.0, float(n), 0.0 if finite else 1.0, float(stop.signum is not None)], dtype=torch.float64)
+            torch.tensor(
+                [value * n if finite else 0.0, float(n), 0.0 if finite else 1.0, float(stop.signum is not None)], dtype=torch.float64
+            )
         )
         stop.agreed = bool(totals[3] > 0)
         images = int(totals[1])
@@ -65,5 +67,11 @@ class NonFiniteGuard:
         with torch.no_grad():
             for buffer, before in zip(model.buffers(), saved):
                 buffer.copy_(before)
-        log.warning("Skipped batch %d of epoch %d: the loss was %s (no update; %d of %d allowed).",
-                    batch + 1, epoch + 1, value, self.nan_batches, self.allowed)
+        log.warning(
+            "Skipped batch %d of epoch %d: the loss was %s (no update; %d of %d allowed).",
+            batch + 1,
+            epoch + 1,
+            value,
+            self.nan_batches,
+            self.allowed,
+        )

@@ -51,8 +51,12 @@ class Performance:
         return torch.autocast(device_type=device.type, dtype=dtype, enabled=self.amp != "off")
 
     def describe(self) -> str:
-        parts = [f"amp {self.amp}", f"channels-last {'on' if self.channels_last else 'off'}",
-                 f"workers {self.workers}", f"pinned memory {'on' if self.pin_memory else 'off'}"]
+        parts = [
+            f"amp {self.amp}",
+            f"channels-last {'on' if self.channels_last else 'off'}",
+            f"workers {self.workers}",
+            f"pinned memory {'on' if self.pin_memory else 'off'}",
+        ]
         if self.compile:
             parts.append("torch.compile")
         return ", ".join(parts)

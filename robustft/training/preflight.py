@@ -78,8 +78,9 @@ def _model_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def _load_model(plan_zoo: ModelZoo, info: ModelInfo, registries: Registries, device: torch.device,
-                dataset: DatasetPlugin, options: Mapping[str, Any]) -> nn.Module:
+def _load_model(
+    plan_zoo: ModelZoo, info: ModelInfo, registries: Registries, device: torch.device, dataset: DatasetPlugin, options: Mapping[str, Any]
+) -> nn.Module:
     plugin = registries.plugin_of("zoos", plan_zoo)
     try:
         model = plan_zoo.load(info, device=device, dataset=dataset, **options)
@@ -153,7 +154,8 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
             "lr": lr_source,
             **({} if config.dataset else {"dataset": f"model {info.name}"}),
             **({} if config.norms else {"norms": f"scheme {scheme_cls.name}"}),
-            "eps": f"data set {dataset.name}" + ("" if config.provenance.get("eps", "default") == "default" else f" + {config.provenance['eps']}"),
+            "eps": f"data set {dataset.name}"
+            + ("" if config.provenance.get("eps", "default") == "default" else f" + {config.provenance['eps']}"),
         },
         dataset=config.dataset or info.dataset,
         norms=norms,
@@ -174,7 +176,9 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     performance = Performance.resolve(config, device)
     data_rng = torch.Generator().manual_seed(config.seed)
     try:
-        loader = distributed.make_distributed_loader(dataset, dataclasses.replace(config, workers=performance.workers, pin_memory=performance.pin_memory), data_rng, device)
+        loader = distributed.make_distributed_loader(
+            dataset, dataclasses.replace(config, workers=performance.workers, pin_memory=performance.pin_memory), data_rng, device
+        )
         batches = len(loader)
     except UserError:
         raise
@@ -197,9 +201,23 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
         # A checkpoint holds the weights and the optimizer's momentum; two mid-epoch ones are kept besides
         # the epoch checkpoints, so ask for room for a few of them at least.
         check_free_space(run_dir, 64 * 2**20 + 6 * _model_bytes(model))
-    return Plan(config, scheme_cls, scheme, attacks, zoo, info, dataset, norms,
-                {n: eps[n] for n in norms}, device, run_dir, model, loader, data_rng, performance)
+    return Plan(
+        config,
+        scheme_cls,
+        scheme,
+        attacks,
+        zoo,
+        info,
+        dataset,
+        norms,
+        {n: eps[n] for n in norms},
+        device,
+        run_dir,
+        model,
+        loader,
+        data_rng,
+        performance,
+    )
 
 
 # ----------------------------------------------------------------------------------------- resume
-

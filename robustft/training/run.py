@@ -112,8 +112,9 @@ def finetune(
     return result
 
 
-def _configuration(config: FinetuneConfig | None, config_file: str | Path | None, run_dir: Path | None,
-                   options: Mapping[str, Any]) -> tuple[FinetuneConfig, dict[str, Any] | None]:
+def _configuration(
+    config: FinetuneConfig | None, config_file: str | Path | None, run_dir: Path | None, options: Mapping[str, Any]
+) -> tuple[FinetuneConfig, dict[str, Any] | None]:
     """The run's configuration, and a resumed run's run.json (None for a new run, or one killed before its first)."""
     if run_dir is None:
         if config is None:
@@ -140,7 +141,10 @@ def _open_run_folder(plan: Plan, held: contextlib.ExitStack, *, new: bool) -> No
     if new or RESUME_OVERRIDE_SOURCE in config.provenance.values():
         atomic_write_text(  # a resumed run with --epochs records its new length
             plan.run_dir / "config.toml",
-            dumps_toml(config.to_toml_dict(), header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume"),
+            dumps_toml(
+                config.to_toml_dict(),
+                header=f"robustft {robustft.__version__} fine-tuning run; repeat with --config, continue with --resume",
+            ),
         )
 
 

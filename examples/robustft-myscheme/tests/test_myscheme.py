@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from robustft_myscheme import MyScheme
 
 from robustft.plugin import BadInputError, Norm
 from robustft.testing import ScriptedContext, check_scheme, tiny_batch, tiny_model
-from robustft_myscheme import MyScheme
 
 
 def test_it_keeps_the_scheme_contract():
