@@ -146,3 +146,18 @@ def markdown(*places: str) -> Iterator[tuple[str, str]]:
     for place in places:
         for path in [REPO / place] if place.endswith(".md") else sorted((REPO / place).rglob("*.md")):
             yield str(path.relative_to(REPO)), path.read_text(encoding="utf-8")
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages a non-editable install copies: a new sub-package must be among them."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("robustft_plugins", *init.parent.relative_to(REPO / root).parts))
+        if root != "robustft"
+        else ".".join(("robustft", *init.parent.relative_to(REPO / root).parts))
+        for root in ("robustft", "plugins/robustft_plugins")
+        for init in (REPO / root).rglob("__init__.py")
+    }
+    assert found - listed == set()
