@@ -358,6 +358,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
     if name == "norms":
         if not isinstance(value, (str, list, tuple)):
             raise BadInputError(f'{source}: \'norms\' must be a list such as ["1", "inf"] or a string such as "1,inf".')
+        if isinstance(value, (list, tuple)) and not value:
+            return ()  # a scheme without norms (clean) records []; the scheme checks how many it needs
         return parse_norms(value if isinstance(value, str) else [str(v) for v in value])
     if name == "eps":
         if not isinstance(value, Mapping):

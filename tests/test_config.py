@@ -198,3 +198,13 @@ def test_operational_options_are_checked_like_the_others():
     with pytest.raises(UserError, match="'max_nan_batches' must be an integer"):
         build_config(max_nan_batches=1.5)
     assert build_config(checkpoint_every=5, max_nan_batches=2).checkpoint_every == 5
+
+
+def test_a_clean_runs_config_file_with_no_norms_is_read_back(tmp_path):
+    """A clean (natural-training) run records ``norms = []`` in its config.toml; --config must accept it."""
+    config = build_config(scheme="clean", norms=())
+    path = tmp_path / "config.toml"
+    path.write_text(dumps_toml(config.to_toml_dict()))
+    assert "norms = []" in path.read_text()
+    again = build_config(path)
+    assert again.scheme == "clean" and again.norms == ()
