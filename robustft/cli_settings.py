@@ -108,17 +108,19 @@ class PanelledCommand(TyperCommand):
         from rich.markup import escape
         from typer import rich_utils
 
-        saved = [(param, param.help) for param in self.params]
+        saved = [(param, param.help, param.metavar) for param in self.get_params(ctx)]  # --help included
         own_help = self.help
         try:
-            for param, text in saved:
+            for param, text, _ in saved:
                 if text:
                     param.help = escape(text)
+                if getattr(param, "is_flag", False):
+                    param.metavar = ""  # a switch takes no value: no "<bool>" beside it
             self.help = escape(own_help) if own_help else own_help
             rich_utils.rich_format_help(obj=self, ctx=ctx, markup_mode="rich")
         finally:
-            for param, text in saved:
-                param.help = text
+            for param, text, metavar in saved:
+                param.help, param.metavar = text, metavar
             self.help = own_help
 
 

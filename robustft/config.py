@@ -159,7 +159,7 @@ class FinetuneConfig:
     trades_beta: float = setting(6.0, help="TRADES weight beta", panel=SCHEME, minimum="non-negative")
     options: dict[str, str] = setting(  # scheme options
         factory=dict,
-        help="Scheme option, repeatable; see 'robustft list schemes'",
+        help="Scheme option, repeatable; see 'robustft list schemes --options'",
         panel=SCHEME,
         flags=("--option", "-o"),
         metavar="NAME=VALUE",

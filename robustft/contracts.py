@@ -84,8 +84,9 @@ class TrainContext(abc.ABC):
         and books the passes the result reports as attack cost."""
 
     @abc.abstractmethod
-    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
-        """Record forward/backward passes spent outside :meth:`attack` (for cost accounting)."""
+    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1, attack: bool = False) -> None:
+        """Record forward/backward passes spent outside :meth:`attack` (for cost accounting): the update's by
+        default, or, with ``attack=True``, those of an attack the scheme runs itself (MSD's steepest descent)."""
 
     @abc.abstractmethod
     def adversarial_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:

@@ -294,6 +294,8 @@ def evaluate(
         model=model, run=run, dataset=dataset, registries=registries, model_options=model_options, data_options=data_options, strict=strict
     )
     data = subjects.dataset
+    radii = subjects.radii(norm_list, user_eps)  # a missing or malformed radius fails before any model loads
+    check_radii(radii, norm_list, data.name, data.dim)
     # The run's model first: its weights are the likelier to be refused, before the base model costs a load.
     for subject in reversed(subjects.models):
         subject.model(torch_device)
@@ -303,8 +305,6 @@ def evaluate(
     if channels_last:
         for subject in subjects.models:
             subject.model(torch_device).to(memory_format=torch.channels_last)
-    radii = subjects.radii(norm_list, user_eps)
-    check_radii(radii, norm_list, data.name, data.dim)
     results = [
         evaluate_model(
             subject.model(torch_device),

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from robustft.config import NOT_SETTINGS, OPERATIONAL_FIELDS, FinetuneConfig, build_config
+from robustft.config import NOT_SETTINGS, OPERATIONAL_FIELDS, FinetuneConfig, build_config, option_flags
 from robustft.errors import BadInputError, UserError
 
 #: Settings ``--resume`` may change on purpose: the length of the run.
@@ -48,7 +48,7 @@ def resume_config(run_dir: Path, options: Mapping[str, Any]) -> FinetuneConfig:
         else:
             conflict = wanted != have
         if conflict:
-            flag = "--" + name.replace("_", "-")
+            flag = option_flags(name)[0].split("/")[0]  # the spelling the user typed: --option, --attack-option
             raise BadInputError(
                 f"Option {flag} conflicts with the configuration of the run being resumed "
                 f"({run_dir / 'config.toml'}); --resume continues that configuration unchanged."

@@ -170,6 +170,9 @@ class Checkpoint(Schema):
         missing = [k for k in cls.rng_keys if k not in value["rng"]]
         if missing:
             raise SchemaError(f"{where} is damaged: its random states lack {missing[0]!r}.")
+        attacks = value["rng"].get("attacks", {})  # the training attacks' states, by norm (robustft/attack_state.py)
+        if not isinstance(attacks, Mapping) or any(k not in ("inf", "2", "1") or not isinstance(v, Mapping) for k, v in attacks.items()):
+            raise SchemaError(f"{where} is damaged: its training attacks' states are not a table of states by norm.")
         unknown = sorted(set(value.get("epoch_stats", {})) - cls.epoch_stats_keys)
         if unknown:
             raise SchemaError(f"{where} is damaged: its epoch statistics have the unknown field {unknown[0]!r}.")

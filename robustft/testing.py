@@ -115,7 +115,8 @@ class ScriptedContext(TrainContext):
         self.num_classes, self.lr = num_classes, lr
         self.optimizer = self.make_optimizer(self.model)
         self.calls: list[tuple[Norm, int]] = []
-        self.passes: list[tuple[int, int, int]] = []
+        self.passes: list[tuple[int, int, int]] = []  # (forward, backward, images) of each count_passes
+        self.attack_passes: list[tuple[int, int, int]] = []  # the same, booked as a scheme's own attack
 
     def attack(self, norm: Norm, x: Tensor, y: Tensor, model: nn.Module | None = None) -> AttackResult:
         self.calls.append((norm, int(x.shape[0])))
@@ -125,8 +126,8 @@ class ScriptedContext(TrainContext):
         success = torch.arange(n) < round(self.error_rate.get(norm, 0.0) * n)
         return AttackResult(x_adv=x.clone(), loss=torch.zeros(n), success=success)
 
-    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
-        self.passes.append((forward, backward, images))
+    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1, attack: bool = False) -> None:
+        (self.attack_passes if attack else self.passes).append((forward, backward, images))
 
     def adversarial_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
         return torch.nn.functional.cross_entropy(model(x_adv), y, reduction="none")

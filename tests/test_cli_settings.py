@@ -72,6 +72,7 @@ def test_finetune_help_groups_options_into_panels_without_torch():
     panels = [line.strip("╭─╮ ") for line in done.stdout.splitlines() if line.startswith("╭─")]
     assert panels == ["Options", *PANELS]
     assert "[NORM=]STEPS" in done.stdout and "NORM=RADIUS" in done.stdout and "--no-channels-last" in done.stdout
+    assert "<bool>" not in done.stdout  # a switch (--json, --quiet, --help) shows no value
 
 
 def test_panelled_help_shows_square_brackets_as_written(capsys):

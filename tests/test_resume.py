@@ -178,6 +178,11 @@ def test_resume_refuses_conflicting_options_and_finished_runs(tmp_path, base_mod
     (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
     with pytest.raises(BadInputError, match="--lr conflicts with the configuration"):
         robustft.finetune(resume=run, lr=0.3)  # --epochs may change (it extends a run); --lr may not
+    # the sentence names the flag as the user types it, not the setting's name
+    with pytest.raises(BadInputError, match="^Option --option conflicts"):
+        robustft.finetune(resume=run, options={"sampling": "cumulative"})
+    with pytest.raises(BadInputError, match="^Option --attack-option conflicts"):
+        robustft.finetune(resume=run, attack_options={"inf": {"restarts": 2}})
     with pytest.raises(BadInputError, match="not both"):
         robustft.finetune(resume=run, config_file=run / "config.toml")
     # agreeing and operational options are fine

@@ -67,6 +67,14 @@ def checkpoint(**changes):
         ({"position": [-1, 0]}, "position \\[-1, 0\\] is negative"),
         ({"rng": None}, "it has no 'rng'"),
         ({"rng": {"torch": torch.zeros(1)}}, "random states lack 'data'"),
+        (
+            {"rng": {"torch": torch.zeros(1), "data": torch.zeros(1), "scheme": torch.zeros(1), "attacks": {"7": {}}}},
+            "training attacks' states are not a table",
+        ),
+        (
+            {"rng": {"torch": torch.zeros(1), "data": torch.zeros(1), "scheme": torch.zeros(1), "attacks": {"inf": 3}}},
+            "training attacks' states are not a table",
+        ),
         ({"epoch_stats": {"images": 3, "bogus": 1}}, "unknown field 'bogus'"),
         ({"passes": {"forward": "many"}}, "'passes' must be a table"),
     ],

@@ -148,9 +148,13 @@ class EngineContext(TrainContext):
         self.passes.attack_backward += n * result.backward_passes
         return result
 
-    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1) -> None:
-        self.passes.update_forward += forward * images
-        self.passes.update_backward += backward * images
+    def count_passes(self, forward: int = 0, backward: int = 0, *, images: int = 1, attack: bool = False) -> None:
+        if attack:
+            self.passes.attack_forward += forward * images
+            self.passes.attack_backward += backward * images
+        else:
+            self.passes.update_forward += forward * images
+            self.passes.update_backward += backward * images
 
     def adversarial_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
         if self.config.outer_loss == "trades":

@@ -189,7 +189,7 @@ class MSD(Scheme):
                 result = attack(model, x, y)
         finally:
             model.train(was_training)
-        _record_attack_passes(ctx, result.forward_passes, result.backward_passes, x.shape[0])
+        ctx.count_passes(result.forward_passes, result.backward_passes, images=x.shape[0], attack=True)
         return result
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, Any]]:
@@ -221,18 +221,6 @@ class MSD(Scheme):
         self.errors, self.count = float(state.get("errors", 0.0)), int(state.get("count", 0))
         taken = state.get("steps_taken", {})
         self.steps_taken = {n: int(taken.get(n.value, 0)) for n in self.norms}
-
-
-def _record_attack_passes(ctx: TrainContext, forward: int, backward: int, images: int) -> None:
-    """Book the attack's passes as attack cost where the context keeps that account (the engine's does)."""
-    from robustft.plugin import PassCounter
-
-    passes = getattr(ctx, "passes", None)
-    if isinstance(passes, PassCounter):
-        passes.attack_forward += forward * images
-        passes.attack_backward += backward * images
-    else:
-        ctx.count_passes(forward=forward, backward=backward, images=images)
 
 
 @hookimpl
