@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import torch
 from robustft.compare import compare
 from robustft.errors import UserError
 from robustft.evaluation import evaluate_model, load_run_model
+from robustft.loggers import RunLogger
 from robustft.models import resolve_dataset, resolve_model
 from robustft.norms import Norm
 from robustft.pluginmanager import PluginHost
@@ -64,7 +66,7 @@ CURVE_POINTS = {"full": 200, "quick": 6}
 #: The cost per epoch of claim (c), measured side by side (``--part timing``): every scheme of the table, one short
 #: run each per round, round-robin, so that a change of the machine's load hits every scheme alike.
 TIMED = ("linf-at", "e-at", "e-at-uniform", "sat", "avg", "max", "msd", "ramp", "l1-at")
-TIMING = {"full": (3, 640), "quick": (1, 20)}  # (rounds, training images per run)
+TIMING = {"full": (3, 384), "quick": (1, 20)}  # (rounds, training images per run)
 NORMS = (Norm.LINF, Norm.L2, Norm.L1)
 
 
@@ -75,6 +77,29 @@ class ReducedProtocol(EATProtocol):
     description = "E-AT protocol reduced for CPUs: APGD-CE (1 restart) then APGD-T with 3 targets, every norm"
     aliases = ()
     settings = {Norm.LINF: (1, 3), Norm.L2: (1, 3), Norm.L1: (1, 3)}
+
+
+class CpuClock(RunLogger):
+    """The process CPU time of each epoch's batches after the first, written to ``cpu-clock.json`` in the run
+    folder (``--part timing``). With one thread per process (``OMP_NUM_THREADS=1``), other processes on the
+    machine do not change it, as they change the seconds on the wall clock; the first batch is left out, as
+    it warms up."""
+
+    name = "cpu-clock"
+    description = "process CPU seconds of each epoch's batches after the first (benchmarks/reproduce.py)"
+
+    def open(self, run_dir: Path, config: Any, history: Any) -> None:
+        self.path, self.at, self.epochs = run_dir / "cpu-clock.json", {}, []
+
+    def log(self, record: Any) -> None:
+        if record.get("kind") == "batch":
+            self.at[record["batch"]] = (time.process_time(), time.perf_counter())
+        elif record.get("kind") == "epoch" and len(self.at) > 1:
+            first, last = min(self.at), max(self.at)
+            (cpu0, wall0), (cpu1, wall1) = self.at[first], self.at[last]
+            self.epochs.append({"epoch": record["epoch"], "batches": last - first, "cpu_seconds": cpu1 - cpu0, "seconds": wall1 - wall0})
+            self.path.write_text(json.dumps(self.epochs))
+            self.at = {}
 
 
 @dataclass(frozen=True)
@@ -96,13 +121,19 @@ PAPER = Scale(n_train=50_000, epochs=3, attack_steps=10, n_ex=1000, steps=100, f
 
 
 def host() -> PluginHost:
-    """The installed plugins plus the reduced protocol."""
+    """The installed plugins plus the reduced protocol and the CPU clock."""
     import types
 
     from robustft.hookspecs import hookimpl
 
     plugins = PluginHost()
-    plugins.register(types.SimpleNamespace(register_suites=hookimpl(lambda register: register(ReducedProtocol()))), name="reproduce")
+    plugins.register(
+        types.SimpleNamespace(
+            register_suites=hookimpl(lambda register: register(ReducedProtocol())),
+            register_loggers=hookimpl(lambda register: register(CpuClock)),
+        ),
+        name="reproduce",
+    )
     return plugins
 
 
@@ -220,12 +251,18 @@ def time_schemes(common: dict[str, Any], folder: Path, rounds: int, images: int)
                 continue
             run_dir = folder / key.replace("/", "-")
             shutil.rmtree(run_dir, ignore_errors=True)  # a run killed while being timed starts again
-            finetune(**{**options, "epochs": 1, "n_train": images}, scheme=scheme, seed=seed, out=str(run_dir))
+            finetune(**{**options, "epochs": 1, "n_train": images}, scheme=scheme, seed=seed, out=str(run_dir), log=["cpu-clock"])
             epoch = next(r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch")
+            # an epoch of one batch (--quick) has no batches after the first: then only the wall clock
+            clock_file = run_dir / "cpu-clock.json"
+            clock = json.loads(clock_file.read_text())[0] if clock_file.is_file() else {"cpu_seconds": None, "batches": 0}
             stored[key] = {
                 "seconds": epoch["seconds"],
                 "images": epoch["images"],
                 "passes": sum(int(v) for v in epoch.get("passes", {}).values()),
+                # batches 2..N of the epoch: process CPU time, which other processes do not change
+                "cpu_seconds": clock["cpu_seconds"],
+                "cpu_images": clock["batches"] * epoch["images"] // max(clock["batches"] + 1, 1),
             }
             path.write_text(json.dumps(stored, indent=2))
             shutil.rmtree(run_dir)
@@ -241,14 +278,22 @@ def timing_summary(path: Path, rounds: int) -> dict[str, Any] | None:
     runs = {scheme: [stored.get(f"{scheme}/seed{seed}") for seed in range(rounds)] for scheme in TIMED}
     if any(run is None for found in runs.values() for run in found):
         return None
-    per_image = {scheme: statistics.median(r["seconds"] / r["images"] for r in found) for scheme, found in runs.items()}
+    # Process CPU time where every run has it (batches 2..N, one thread: what other processes do not change),
+    # else the wall clock of the whole epoch.
+    cpu = all(r.get("cpu_seconds") is not None for found in runs.values() for r in found)
+    clock = (lambda r: r["cpu_seconds"] / r["cpu_images"]) if cpu else (lambda r: r["seconds"] / r["images"])
+    per_image = {scheme: statistics.median(clock(r) for r in found) for scheme, found in runs.items()}
+    wall = {scheme: statistics.median(r["seconds"] / r["images"] for r in found) for scheme, found in runs.items()}
     passes = {scheme: statistics.median(r["passes"] / r["images"] for r in found) for scheme, found in runs.items()}
     return {
         "rounds": rounds,
         "images": runs["linf-at"][0]["images"],
+        "clock": "process CPU" if cpu else "wall",
         "seconds_per_image": per_image,
+        "wall_seconds_per_image": wall,
         "passes_per_image": passes,
         "relative": {scheme: per_image[scheme] / per_image["linf-at"] for scheme in TIMED},
+        "wall_relative": {scheme: wall[scheme] / wall["linf-at"] for scheme in TIMED},
     }
 
 
@@ -509,11 +554,13 @@ def _claim_c(rows: dict[str, Any], base: dict[str, Any], timing: dict[str, Any])
     """Judged on seconds, as the papers measure, from the side-by-side timing (``--part timing``); forward and
     backward passes per image, which no other process on the machine can disturb, are printed beside them."""
     relative, passes = timing["relative"], timing["passes_per_image"]
+    wall = timing.get("wall_relative", relative)
     shown = ", ".join(
-        f"{name} {relative[s]:.2f} ({passes[s] / passes['linf-at']:.2f})" for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg"))
+        f"{name} {relative[s]:.2f} (wall {wall[s]:.2f}; passes {passes[s] / passes['linf-at']:.2f})"
+        for name, s in (("E-AT", "e-at"), ("MAX", "max"), ("AVG", "avg"), ("L1-AT", "l1-at"))
     )
     return (
-        f"seconds per epoch x l-inf AT's (passes per image x l-inf AT's): {shown}",
+        f"{timing.get('clock', 'wall')} seconds per epoch x l-inf AT's: {shown}",
         abs(relative["e-at"] - 1) <= 0.10 and relative["max"] >= 2 and relative["avg"] >= 2,
         "must hold",
     )

@@ -96,13 +96,13 @@ def test_collect_reports_a_partial_run_with_pending_rows_and_claims(tmp_path):
     timed = {
         **summary,
         "timing": {
-            "relative": {"e-at": 1.04, "max": 2.9, "avg": 2.1},
-            "passes_per_image": {"linf-at": 33.0, "e-at": 33.0, "max": 99.0, "avg": 99.0},
+            "relative": {"e-at": 1.04, "max": 2.9, "avg": 2.1, "l1-at": 1.3},
+            "passes_per_image": {"linf-at": 33.0, "e-at": 33.0, "max": 99.0, "avg": 99.0, "l1-at": 33.0},
         },
     }
     verdicts = {claim[:3]: (holds, comment) for claim, _, holds, comment in reproduce.claims(timed)}
     assert verdicts["(c)"] == (True, "must hold")
-    slow_eat = {**timed, "timing": {**timed["timing"], "relative": {"e-at": 1.2, "max": 2.9, "avg": 2.1}}}
+    slow_eat = {**timed, "timing": {**timed["timing"], "relative": {"e-at": 1.2, "max": 2.9, "avg": 2.1, "l1-at": 1.3}}}
     assert reproduce.claims(slow_eat)[2][2] is False
 
 
