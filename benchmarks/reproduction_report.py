@@ -22,6 +22,9 @@ PAPER = {
 PAPER_COST = {"linf-at": 1.00, "l1-at": 1.29, "sat": 1.07, "avg": 3.17, "max": 3.09, "msd": 2.03, "e-at-uniform": 1.08, "e-at": 1.06}
 ORDER = ("linf-at", "l1-at", "sat", "avg", "max", "max (select=attack)", "msd", "e-at-uniform", "e-at", "ramp")
 NORM_KEYS = ("inf", "2", "1")
+#: What the numbers say where a claim does not reproduce, and the experiments behind that reading: written by
+#: hand, included in the page as it is (section "Reading the claims").
+READING = Path(__file__).with_name("reproduction_reading.md")
 
 
 def _pct(stat: dict[str, Any] | float, seeds: int = 1) -> str:
@@ -112,8 +115,9 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "",
         f"Mean ± std over {scale['seeds']} seeds for E-AT and RAMP, {scale.get('max_seeds', scale['seeds'])} for the two "
         "MAX rows, one seed for the others. Time per epoch relative to l-inf AT: every scheme timed side by side in one "
-        "command, round-robin, median of the rounds (`--part timing`), so that the machine's load hits every scheme "
-        "alike; the claims table gives passes per image beside it. "
+        "command, round-robin, median of the rounds (`--part timing`), on the process CPU time, which other "
+        "single-thread processes on the machine do not change; the claims table gives the wall-clock ratios and "
+        "passes per image beside it. "
         "Right: the papers' PreAct ResNet-18 (5 seeds, full scale).",
         "",
         "| model | clean | l-inf | l2 | l1 | union | s/epoch vs l-inf AT | paper: clean / l-inf / l2 / l1 / union | paper cost |",
@@ -170,6 +174,8 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
     for claim, measured, holds, comment in claims:
         verdict = ("pending" if comment == "pending" else "reported") if holds is None else ("holds" if holds else "**does not hold**")
         lines.append(f"| {claim} | {measured} | {verdict} |")
+    if READING.is_file() and not summary.get("quick"):  # the engineers' reading of the real numbers, kept across regenerations
+        lines += ["", READING.read_text(encoding="utf-8").rstrip()]
     lines += [
         "",
         "Commands:",

@@ -40,6 +40,7 @@ def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path)
     assert [p.name for p in (out / "timing").iterdir()] == ["timing.json"]
     text = report.read_text()
     assert "fabricated images, not a result" in text and "| + e-at |" in text and "E-AT Tab. 12" in text
+    assert "Reading the claims" not in text  # the hand-written reading is of the real run's numbers only
     # resumable: a second call trains and evaluates nothing again
     again = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "--quick", "--out", str(out)],
