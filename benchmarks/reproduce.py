@@ -93,11 +93,10 @@ class CpuClock(RunLogger):
 
     def log(self, record: Any) -> None:
         if record.get("kind") == "batch":
-            self.at[record["batch"]] = (time.process_time(), time.perf_counter())
+            self.at[record["batch"]] = time.process_time()
         elif record.get("kind") == "epoch" and len(self.at) > 1:
             first, last = min(self.at), max(self.at)
-            (cpu0, wall0), (cpu1, wall1) = self.at[first], self.at[last]
-            self.epochs.append({"epoch": record["epoch"], "batches": last - first, "cpu_seconds": cpu1 - cpu0, "seconds": wall1 - wall0})
+            self.epochs.append({"epoch": record["epoch"], "batches": last - first, "cpu_seconds": self.at[last] - self.at[first]})
             self.path.write_text(json.dumps(self.epochs))
             self.at = {}
 
@@ -297,6 +296,33 @@ def timing_summary(path: Path, rounds: int) -> dict[str, Any] | None:
     }
 
 
+def table_settings(
+    scale: Scale,
+    dataset: str,
+    host: PluginHost,
+    device: str,
+    *,
+    model: str = BASE_MODEL,
+    suite: str = ReducedProtocol.name,
+    model_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``robustft compare`` settings of the scheme table at ``scale`` (fine-tuning and evaluation alike)."""
+    return dict(
+        model=model,
+        dataset=dataset,
+        **(model_options or {}),
+        epochs=scale.epochs,
+        n_train=scale.n_train,
+        attack_steps=scale.attack_steps,
+        norms="1,2,inf",
+        n_ex=scale.n_ex,
+        steps=scale.steps,
+        suite=suite,
+        host=host,
+        device=device,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scale = QUICK if args.quick else PAPER if args.paper else FULL
     groups, fulls = _parts(args.part)
@@ -319,20 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     suite = "e-at" if args.paper else ReducedProtocol.name
     model_options = {"arch": args.arch, "model_dir": args.model_dir} if args.paper else {}
     model_options = {k: v for k, v in model_options.items() if v}
-    common = dict(
-        model=base_model,
-        dataset=dataset,
-        **model_options,
-        epochs=scale.epochs,
-        n_train=scale.n_train,
-        attack_steps=scale.attack_steps,
-        norms="1,2,inf",
-        n_ex=scale.n_ex,
-        steps=scale.steps,
-        suite=suite,
-        host=plugins,
-        device=args.device,
-    )
+    common = table_settings(scale, dataset, plugins, args.device, model=base_model, suite=suite, model_options=model_options)
     registries = plugins.registries
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     data = resolve_dataset(dataset, registries)

@@ -30,12 +30,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ROBUSTFT_CIFAR10_JPEG", default_data)))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    scale = reproduce.FULL
-    report = compare(
-        "e-at", seeds=1, out=args.out, options={}, model=reproduce.BASE_MODEL, dataset=f"imagefolder:{args.data}",
-        epochs=scale.epochs, n_train=args.n_train, attack_steps=scale.attack_steps, norms="1,2,inf", n_ex=scale.n_ex,
-        steps=scale.steps, suite=reproduce.ReducedProtocol.name, host=reproduce.host(), device=args.device,
-    )  # fmt: skip
+    settings = reproduce.table_settings(reproduce.FULL, f"imagefolder:{args.data}", reproduce.host(), args.device)
+    report = compare("e-at", seeds=1, out=args.out, options={}, **{**settings, "n_train": args.n_train})
     print(json.dumps({"base": report.base, "rows": [row.as_dict() for row in report.rows]}, indent=2))
 
 

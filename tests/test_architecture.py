@@ -120,12 +120,16 @@ def test_no_module_of_the_core_or_the_built_in_plugins_is_large():
     assert {where: n for where, n in sizes.items() if n > limit[where]} == {}
 
 
+#: Each top-level package and its folder.
+PACKAGE_FOLDERS = (("robustft", "robustft"), ("robustft_plugins", "plugins/robustft_plugins"))
+
+
 def test_folder_names_are_import_names():
     """robustft/ is the package robustft and plugins/robustft_plugins/ the package robustft_plugins: a path in a
     traceback or a docstring is where the module is."""
     import importlib
 
-    for name, folder in (("robustft", "robustft"), ("robustft_plugins", "plugins/robustft_plugins")):
+    for name, folder in PACKAGE_FOLDERS:
         assert Path(importlib.import_module(name).__file__).resolve() == (REPO / folder / "__init__.py").resolve()
 
 
@@ -154,10 +158,8 @@ def test_every_package_folder_is_installed():
 
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
-        ".".join(("robustft_plugins", *init.parent.relative_to(REPO / root).parts))
-        if root != "robustft"
-        else ".".join(("robustft", *init.parent.relative_to(REPO / root).parts))
-        for root in ("robustft", "plugins/robustft_plugins")
-        for init in (REPO / root).rglob("__init__.py")
+        ".".join((package, *init.parent.relative_to(REPO / folder).parts))
+        for package, folder in PACKAGE_FOLDERS
+        for init in (REPO / folder).rglob("__init__.py")
     }
     assert found - listed == set()
