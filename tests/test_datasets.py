@@ -149,11 +149,32 @@ def test_imagefolder_sizes_classes_and_radii(tmp_path: Path) -> None:
 def test_imagefolder_errors(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="imagefolder:PATH"):
         ImageFolderData().configure()
-    with pytest.raises(UserError, match="no train/"):
+    with pytest.raises(UserError, match="does not exist"):
+        ImageFolderData().configure(path=str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="neither a train/ subfolder nor class subfolders"):
         ImageFolderData().configure(path=str(tmp_path))
     root = write_folder(tmp_path / "odd", {"train": {"a": 1, "b": 1}, "test": {"c": 1}})
     with pytest.raises(UserError, match="class 'c'"):
         ImageFolderData().configure(path=str(root)).test()
+
+
+def test_imagefolder_test_split_alone_evaluates_the_same_points(tmp_path: Path) -> None:
+    """A test folder given alone (as ``imagefolder:<root>/test`` or a root holding only ``test/``) yields the
+    same points and labels, in the same order, as the full layout; only fine-tuning refuses it."""
+    root = write_folder(tmp_path / "full", {"train": {"a": 2, "b": 2, "c": 1}, "test": {"a": 3, "b": 2, "c": 3}})
+
+    def points(test: torch.utils.data.Subset, split: Path) -> list[tuple[str, int]]:
+        return [(str(Path(test.dataset.samples[i][0]).relative_to(split)), int(test[n][1])) for n, i in enumerate(test.indices)]
+
+    full = points(ImageFolderData().configure(path=str(root)).test(), root / "test")
+    assert len({label for _, label in full}) == 3
+    only = write_folder(tmp_path / "only", {"test": {"a": 3, "b": 2, "c": 3}})
+    for path, split in ((root / "test", root / "test"), (only, only / "test")):
+        alone = ImageFolderData().configure(path=str(path))
+        assert alone.num_classes == 3
+        assert points(alone.test(), split) == full
+        with pytest.raises(UserError, match="holds test images only; fine-tuning needs"):
+            alone.train()
 
 
 def test_lighting_moves_every_pixel_by_one_colour_and_stays_in_the_box() -> None:

@@ -4,6 +4,12 @@ Layout: ``<path>/train/<class>/<image>`` and ``<path>/test/<class>/<image>`` (``
 no ``test/``), any format PIL reads (PNG, JPEG, ...). Classes are the subfolders of ``train/`` in sorted
 order; the test folder may hold a subset of them, never others. Images are converted to RGB.
 
+Evaluation needs no training images: a folder without ``train/`` serves as a test split alone, either
+``<path>/test/<class>/<image>`` (or ``val/``) or ``<path>/<class>/<image>`` itself, with its own class
+subfolders in sorted order as the classes (``robustft eval --dataset imagefolder:cifar10/test``); only
+fine-tuning then refuses it. The sorted order must be the model's class order, as it is for CIFAR-10's
+folders, and a test split's points are the same whichever of these layouts names it.
+
 ``--image-size S`` (default 32) sets the input size S x S:
 
 * evaluation: resize the shorter side to S, centre crop S x S;
@@ -83,7 +89,7 @@ def to_float_tensor() -> transforms.ToTensor:
 
 class ImageFolderData(DatasetPlugin):
     name = "imagefolder"
-    description = "any folder of images: imagefolder:PATH with train/ and test/ (or val/) class subfolders; --image-size"
+    description = "any image folder: imagefolder:PATH with train/ and test/ (or val/) class folders, or a test split alone"
     aliases = ("folder",)
     num_classes = 0
     input_shape = (3, 32, 32)
@@ -113,22 +119,39 @@ class ImageFolderData(DatasetPlugin):
     _classes: dict[str, int] | None = None
 
     def locate(self) -> Path | None:
-        """The folder holding ``train/``; imagefolder needs a path and checks it at once."""
+        """The folder named by the path; imagefolder needs a path and checks its layout at once."""
         raw = self.options.get("path") or self.options.get("data_dir")
         if not raw:
             raise BadInputError("The imagefolder data set needs a folder: --dataset imagefolder:PATH.")
         root = Path(raw).expanduser()
-        if not (root / "train").is_dir():
+        if not root.is_dir():
+            raise UserError(f"The image folder {str(root)!r} does not exist.")
+        if self._test_dir(root) is None:
             raise UserError(
-                f"The image folder {str(root)!r} has no train/ subfolder (expected train/<class>/<image> and test/<class>/<image>)."
+                f"The image folder {str(root)!r} has neither a train/ subfolder nor class subfolders to evaluate on "
+                "(expected train/<class>/<image> and test/<class>/<image>, or <class>/<image> for evaluation alone)."
             )
         return root
 
-    def _find_classes(self) -> dict[str, int]:
+    def _test_dir(self, root: Path) -> Path | None:
+        """The test split: the first of :attr:`test_splits` present, else, without ``train/``, the folder itself
+        when it has class subfolders (a test split given alone)."""
+        split = next((root / s for s in self.test_splits if (root / s).is_dir()), None)
+        if split is not None or (root / "train").is_dir():
+            return split
+        return root if any(p.is_dir() for p in root.iterdir()) else None
+
+    def _class_dir(self) -> Path:
+        """Where the classes come from: ``train/``, or the test split when the folder has no training images."""
         assert self._root is not None
-        names = sorted(p.name for p in (self._root / "train").iterdir() if p.is_dir())
+        train = self._root / "train"
+        return train if train.is_dir() else self._test_dir(self._root) or train
+
+    def _find_classes(self) -> dict[str, int]:
+        folder = self._class_dir()
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if len(names) < 2:
-            raise UserError(f"The {self.label} {str(self._root / 'train')!r} needs at least two class subfolders, found {len(names)}.")
+            raise UserError(f"The {self.label} {str(folder)!r} needs at least two class subfolders, found {len(names)}.")
         return {n: i for i, n in enumerate(names)}
 
     @property
@@ -150,26 +173,35 @@ class ImageFolderData(DatasetPlugin):
             [transforms.Resize(self.size), transforms.RandomCrop(self.size, padding=max(1, self.size // 8)), flip, to_float_tensor()]
         )
 
-    def _folder(self, split: str, transform: Any) -> torch.utils.data.Dataset:
-        if self._root is None or self._classes is None:
-            self._root = self.locate()
-            self._classes = self._find_classes()
-        folder = self._root / split
-        data = _fixed_classes(str(folder), self._classes, transform, skip_bad=bool(self.options.get("skip_bad_images")))
+    def _folder(self, folder: Path, transform: Any) -> torch.utils.data.Dataset:
+        data = _fixed_classes(str(folder), self._classes or {}, transform, skip_bad=bool(self.options.get("skip_bad_images")))
         if len(data) == 0:
             raise UserError(f"The {self.label} {str(folder)!r} holds no images in its class subfolders.")
         return data
 
+    def _located(self) -> Path:
+        if self._root is None or self._classes is None:
+            self._root = self.locate()
+            self._classes = self._find_classes()
+        assert self._root is not None
+        return self._root
+
     def train(self, *, augment: bool = True) -> torch.utils.data.Dataset:
+        root = self._located()
+        if not (root / "train").is_dir():
+            raise UserError(
+                f"The {self.label} {str(root)!r} holds test images only; fine-tuning needs its training images in "
+                "train/<class>/<image> beside test/<class>/<image>."
+            )
         # In the fixed order too: the folders are sorted by class, and --n-train takes the first N points.
-        return _in_fixed_order(self._folder("train", self.train_transform() if augment else self.eval_transform()))
+        return _in_fixed_order(self._folder(root / "train", self.train_transform() if augment else self.eval_transform()))
 
     def test(self) -> torch.utils.data.Dataset:
-        root = self._root or self.locate()
-        split = next((s for s in self.test_splits if (root / s).is_dir()), None)
-        if split is None:
+        root = self._located()
+        folder = self._test_dir(root)
+        if folder is None:
             raise UserError(f"The {self.label} {str(root)!r} has no {' or '.join(s + '/' for s in self.test_splits)} subfolder.")
-        return _in_fixed_order(self._folder(split, self.eval_transform()))
+        return _in_fixed_order(self._folder(folder, self.eval_transform()))
 
 
 def _in_fixed_order(data: torch.utils.data.Dataset) -> torch.utils.data.Subset:
