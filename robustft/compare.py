@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,9 @@ from robustft.paths import runs_dir
 from robustft.pluginmanager import PluginHost, get_host
 from robustft.progress import ProgressReporter
 from robustft.rundir import check_utf8
+from robustft.training.preflight import attack_settings_given
+
+logger = logging.getLogger("robustft")
 
 #: Config fields that do not change what a run computes (where it runs, how data is loaded, checkpoints).
 _IRRELEVANT = {"out"} | set(getattr(_config, "OPERATIONAL_FIELDS", {"device", "workers"}))
@@ -267,6 +271,9 @@ def compare(
         if cls not in classes:
             classes.append(cls)
     per_scheme_options = _scheme_options(base_config.options, classes)
+    own_attack = [cls.name for cls in classes if cls.own_attack]
+    if own_attack and attack_settings_given(base_config, tuple(Norm)):
+        logger.warning(f"{', '.join(own_attack)} run an attack of their own: --attack and --attack-option apply to the other schemes only.")
     eval_norms = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
     suite_obj = registries.suites.get(suite)
     for name in base_config.attack.values():
@@ -355,6 +362,8 @@ def compare(
     for cls, options in zip(classes, per_scheme_options):
         for seed in seed_list:
             config = dataclasses.replace(base_config, scheme=cls.name, seed=seed, options=dict(options))
+            if cls.own_attack:  # the training attack's settings are not its own (see Scheme.own_attack)
+                config = dataclasses.replace(config, attack=FinetuneConfig().attack, attack_options={})
             run_dir = root / f"{cls.name}-seed{seed}"
             finished, exists = _finished(run_dir), run_dir.exists()
             distributed.barrier()  # every process has looked before rank 0 removes anything

@@ -182,6 +182,9 @@ class Scheme(abc.ABC):
     min_norms: ClassVar[int] = 1
     #: The scheme's options: a :class:`SchemeOptions` subclass (none by default).
     Options: ClassVar[type[SchemeOptions]] = SchemeOptions
+    #: True for a scheme that runs an attack of its own instead of ``ctx.attack`` (MSD): pre-flight then refuses
+    #: ``--attack`` and ``--attack-option``, which it would not read; ``--attack-steps`` still sets its steps.
+    own_attack: ClassVar[bool] = False
     #: This scheme's option values, checked (an instance of ``Options``).
     options: SchemeOptions
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tomllib
 
 import pytest
 from helpers import cli_in_process
@@ -95,3 +96,29 @@ def test_epoch_costs_skip_a_line_cut_by_a_crash(tmp_path):
     epoch = {"kind": "epoch", "seconds": 2.0, "images": 10, "passes": {"attack_forward": 110, "update_forward": 10}}
     (tmp_path / "metrics.jsonl").write_text(json.dumps(epoch) + "\n" + json.dumps({**epoch, "seconds": 4.0}) + "\n" + '{"kind": "ep')
     assert _epoch_costs(tmp_path) == (3.0, 12.0)
+
+
+def test_attack_settings_go_to_the_schemes_that_use_them(base_model, tmp_path, capsys, monkeypatch):
+    """MSD runs an attack of its own: compare gives it the default training attack and says so, where
+    finetune alone refuses --attack-option for it (tests/test_msd.py)."""
+    out = tmp_path / "cmp"
+    result = cli_in_process(
+        capsys,
+        monkeypatch,
+        "compare",
+        "--schemes",
+        "msd",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--attack-option",
+        "1:topk=0.1",
+        "--quiet",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "msd run an attack of their own: --attack and --attack-option apply to the other schemes only." in said
+    recorded = tomllib.loads((out / "msd-seed0" / "config.toml").read_text())
+    assert recorded.get("attack_options", {}) == {} and set(recorded["attack"].values()) == {"apgd"}

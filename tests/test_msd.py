@@ -205,3 +205,23 @@ def test_cli_runs_msd(tmp_path: Path, base_model, capsys, monkeypatch):
     assert epoch["passes"]["attack_backward"] == 3 * 128
     assert epoch["passes"]["attack_forward"] == 3 * 4 * 128
     assert sum(epoch["steps_taken"].values()) == pytest.approx(1.0)
+    # its config.toml records the default family per norm, which a resume must not take for a user's --attack
+    from robustft.config import build_config
+    from robustft.training.preflight import attack_settings_given
+
+    assert attack_settings_given(build_config(out / "config.toml"), NORMS) == []
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--attack", "inf=fgsm-rs"], "--attack would"),
+        (["--attack-option", "1:topk=0.1"], "--attack-option would"),
+        (["--attack", "fgsm-rs", "--attack-option", "alpha=1"], "--attack and --attack-option"),
+    ],
+)
+def test_msd_refuses_attack_settings_it_would_not_use(tmp_path: Path, capsys, monkeypatch, flags, named):
+    result = cli_in_process(capsys, monkeypatch, "finetune", "--scheme", "msd", *flags, "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 2
+    assert f"Scheme 'msd' runs an attack of its own, so {named}" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

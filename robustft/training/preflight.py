@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustft import distributed
+from robustft import distributed, per_norm
 from robustft.config import DEFAULT_LR, FinetuneConfig, with_recipe
 from robustft.contracts import DatasetPlugin, ModelInfo, ModelZoo, Scheme
-from robustft.errors import UserError
+from robustft.errors import BadInputError, UserError
 from robustft.geometry import check_radii
 from robustft.models import resolve_dataset, resolve_model, select_device
 from robustft.norms import Norm
@@ -123,6 +123,26 @@ def _probe_model(model: nn.Module, dataset: DatasetPlugin, info: ModelInfo, devi
         )
 
 
+def attack_settings_given(config: FinetuneConfig, norms: tuple[Norm, ...]) -> list[str]:
+    """The flags of the training-attack settings ``config`` changes from the defaults for ``norms``:
+    ``--attack`` (another family for some norm) and ``--attack-option``. A run's config.toml records the
+    family per norm, so the comparison is per norm, and a resumed run that kept the default passes."""
+    default = FinetuneConfig().attack
+    family = any(per_norm.resolve(config.attack, n, "--attack") != per_norm.resolve(default, n, "--attack") for n in norms)
+    return [flag for flag, given in (("--attack", family), ("--attack-option", bool(config.attack_options))) if given]
+
+
+def refuse_attack_settings(config: FinetuneConfig, scheme_cls: type[Scheme]) -> None:
+    """Pre-flight: a scheme with an attack of its own (``Scheme.own_attack``) would silently ignore another
+    training attack family or attack options, so both are refused."""
+    given = attack_settings_given(config, tuple(config.norms or scheme_cls.default_norms))
+    if given:
+        raise BadInputError(
+            f"Scheme {scheme_cls.name!r} runs an attack of its own, so {' and '.join(given)} would not be used: "
+            "leave them out (--attack-steps sets its steps; 'robustft list schemes --options' lists its own options)."
+        )
+
+
 def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | None = None) -> Plan:
     """Check everything a run needs, cheapest first, before any training compute.
 
@@ -134,6 +154,8 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     scheme_cls = registries.schemes.get(config.scheme)
     for name in config.attack.values():
         registries.attacks.get(name)  # an unknown family first, before anything loads
+    if scheme_cls.own_attack:
+        refuse_attack_settings(config, scheme_cls)
     zoo, info = resolve_model(config.model, registries)
     dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
     config = with_recipe(config, dataset.name, dataset.recipe, dataset.recipe_source)

@@ -156,6 +156,7 @@ class MultiSteepestDescent:
 class MSD(Scheme):
     name = "msd"
     description = "MSD (Maini et al. 2020): one attack over the union, per step the best of the l-inf/l2/l1 steps"
+    own_attack = True  # its steepest descent over the union, not the per-norm training attacks
     default_norms = (Norm.LINF, Norm.L2, Norm.L1)
 
     class Options(SchemeOptions):
