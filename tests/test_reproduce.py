@@ -132,3 +132,26 @@ def test_an_unknown_part_is_one_sentence_naming_the_parts(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at, curves, timing."
     ]
+
+
+def test_timing_summary_counts_every_round_a_scheme_has(tmp_path):
+    """``--timing-schemes linf-at,e-at --timing-rounds 5`` adds rounds to two schemes; the summary takes each
+    scheme's median over all its rounds, and waits until every scheme has the minimum."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import reproduce
+
+    def run(cpu_seconds: float) -> dict:
+        return {"seconds": cpu_seconds, "images": 30, "passes": 60, "cpu_seconds": cpu_seconds, "cpu_images": 20}
+
+    stored = {f"{s}/seed{k}": run(2.0) for s in reproduce.TIMED for k in range(3)}
+    # l-inf AT: 2.0 in every round; E-AT: 2.6 in its first three rounds, 2.1 in five more
+    stored.update({f"e-at/seed{k}": run(2.6 if k < 3 else 2.1) for k in range(8)})
+    stored.update({f"linf-at/seed{k}": run(2.0) for k in range(8)})
+    path = tmp_path / "timing.json"
+    path.write_text(json.dumps(stored))
+    summary = reproduce.timing_summary(path, 3)
+    assert summary["rounds"]["e-at"] == 8 and summary["rounds"]["max"] == 3
+    assert summary["relative"]["e-at"] == pytest.approx(2.1 / 2.0)  # the median of 8 rounds, not of the first 3
+    del stored["max/seed2"]
+    path.write_text(json.dumps(stored))
+    assert reproduce.timing_summary(path, 3) is None
