@@ -232,7 +232,7 @@ def radius_curve(
         sweep=sweep,
     ).as_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    atomic_write_text(path, json.dumps(result, indent=2))
     return result
 
 
@@ -404,10 +404,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         if "curves" in groups:
             suite_obj = registries.suites.get(ReducedProtocol.name)
-            for name, model in (("base", base), ("e-at", tuned)):
-                radius_curve(
-                    model,
-                    name if name == "base" else f"+ e-at ({first_eat.name})",
+            models = {"base": (base, "base"), "e-at": (tuned, f"+ e-at ({first_eat.name})")}
+            (out / "curves").mkdir(parents=True, exist_ok=True)
+            do_once(  # processes running --part curves share the two models
+                list(models),
+                lambda name: (out / "curves" / f"{name}.json").is_file(),
+                lambda name: radius_curve(
+                    models[name][0],
+                    models[name][1],
                     data,
                     suite_obj,
                     registries,
@@ -415,7 +419,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     scale.steps,
                     out / "curves" / f"{name}.json",
                     device,
-                )
+                ),
+                out / "curves",
+            )
     timing = None
     if "timing" in groups:
         rounds, images = TIMING["quick" if args.quick else "full"]
