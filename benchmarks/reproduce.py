@@ -154,11 +154,21 @@ def fabricate(root: Path, per_class: int = 2) -> Path:
 
 
 def evaluate_per_norm(
-    model: torch.nn.Module, name: str, data: Any, suite: Any, registries: Any, n_ex: int, steps: int, cache: Path, device: torch.device
-) -> dict[str, Any]:
+    model: torch.nn.Module,
+    name: str,
+    data: Any,
+    suite: Any,
+    registries: Any,
+    n_ex: int,
+    steps: int,
+    cache: Path,
+    device: torch.device,
+    wait: bool = True,
+) -> dict[str, Any] | None:
     """Clean, per-norm and union accuracy, each norm cached on its own (per-point masks), so a killed run
     keeps every finished norm. Processes running the same part share the norms (``shared_work.py``): start two
-    with one thread each and the three norms take two norms' time."""
+    with one thread each and the three norms take two norms' time. ``wait=False``: None while another process
+    still evaluates a norm."""
     cache.mkdir(parents=True, exist_ok=True)
 
     def path(norm: str) -> Path:
@@ -187,7 +197,8 @@ def evaluate_per_norm(
         }
         atomic_write_text(path(norm), json.dumps(stored))
 
-    do_once([n.value for n in NORMS], lambda norm: path(norm).is_file(), evaluate, cache)
+    if not do_once([n.value for n in NORMS], lambda norm: path(norm).is_file(), evaluate, cache, wait=wait):
+        return None
     masks: dict[str, list[bool]] = {}
     invalid = {}
     for norm in NORMS:
@@ -371,10 +382,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The base model's full evaluation first: it is the model's documented table, and it needs no fine-tuning.
     seeds = {"seeds": scale.seeds, "max-seeds": args.max_seeds or scale.seeds, 1: 1}
     full = {}
-    if "base" in fulls:
-        full["base"] = evaluate_per_norm(
-            base, base_model, data, full_suite, registries, scale.full_n_ex, scale.full_steps, out / "full" / "base", device
+    # Each shared piece of work is first done without waiting for other processes (they may hold a norm), and
+    # waited for at the end, so that a process never idles while there is work it can take.
+    later: list[Any] = []
+
+    def full_protocol(name: str, model: torch.nn.Module, label: str) -> None:
+        evaluate = lambda wait: evaluate_per_norm(  # noqa: E731
+            model, label, data, full_suite, registries, scale.full_n_ex, scale.full_steps, out / "full" / name, device, wait=wait
         )
+        full[name] = evaluate(False)
+        if full[name] is None:
+            later.append(lambda: full.__setitem__(name, evaluate(True)))
+
+    if "base" in fulls:
+        full_protocol("base", base, base_model)
     rows = []
     base_eval = None
     for folder, schemes, how_many, options, suffix in GROUPS:
@@ -391,22 +412,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError(f"The full E-AT evaluation and the curves need the finished run {str(first_eat)!r}: run --part seeded first.")
         tuned, _ = load_run_model(first_eat, registries, device, dataset=data)
         if "e-at" in fulls:
-            full["e-at"] = evaluate_per_norm(
-                tuned,
-                f"+ e-at ({first_eat.name})",
-                data,
-                full_suite,
-                registries,
-                scale.full_n_ex,
-                scale.full_steps,
-                out / "full" / "e-at",
-                device,
-            )
+            full_protocol("e-at", tuned, f"+ e-at ({first_eat.name})")
         if "curves" in groups:
             suite_obj = registries.suites.get(ReducedProtocol.name)
             models = {"base": (base, "base"), "e-at": (tuned, f"+ e-at ({first_eat.name})")}
             (out / "curves").mkdir(parents=True, exist_ok=True)
-            do_once(  # processes running --part curves share the two models
+            curves = lambda wait: do_once(  # noqa: E731 - processes running --part curves share the two models
                 list(models),
                 lambda name: (out / "curves" / f"{name}.json").is_file(),
                 lambda name: radius_curve(
@@ -421,7 +432,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     device,
                 ),
                 out / "curves",
+                wait=wait,
             )
+            if not curves(False):
+                later.append(lambda: curves(True))
+    for finish in later:
+        finish()
     timing = None
     if "timing" in groups:
         rounds, images = TIMING["quick" if args.quick else "full"]

@@ -61,9 +61,13 @@ def claimed(lock: Path) -> Iterator[bool]:
             lock.unlink(missing_ok=True)
 
 
-def do_once(items: list[str], done: Callable[[str], bool], work: Callable[[str], None], folder: Path, poll: float = 30.0) -> None:
+def do_once(
+    items: list[str], done: Callable[[str], bool], work: Callable[[str], None], folder: Path, poll: float = 30.0, wait: bool = True
+) -> bool:
     """Do every item of ``items`` not ``done`` yet, sharing them with other processes running the same call:
-    take each free item in turn, then wait for those other processes hold, taking over any whose process ends."""
+    take each free item in turn, then wait for those other processes hold, taking over any whose process ends.
+    With ``wait=False`` return at once instead of waiting, False while other processes still hold items (so the
+    caller can do other work first and call again)."""
     while True:
         waiting = []
         for item in items:
@@ -75,5 +79,7 @@ def do_once(items: list[str], done: Callable[[str], bool], work: Callable[[str],
                 elif not mine:
                     waiting.append(item)
         if not waiting:
-            return
+            return True
+        if not wait:
+            return False
         time.sleep(poll)
