@@ -18,6 +18,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config._robustft_tmp = base  # type: ignore[attr-defined]
     os.environ["ROBUSTFT_CACHE"] = str(base / "cache")
     os.environ.pop("ROBUSTFT_STRICT_PLUGINS", None)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        # pytest-xdist (-n N): the cores are shared out, so N processes of all-core torch do not oversubscribe
+        # them; the environment variable reaches the commands the tests start.
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
