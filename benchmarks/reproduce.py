@@ -153,6 +153,37 @@ def fabricate(root: Path, per_class: int = 2) -> Path:
     return root
 
 
+def evaluate_on_table_points(
+    model: torch.nn.Module,
+    name: str,
+    data: Any,
+    norms: list[Norm],
+    suite: Any,
+    registries: Any,
+    n_ex: int,
+    steps: int,
+    device: torch.device,
+    sweep: dict[Norm, Any] | None = None,
+) -> Any:
+    """``evaluate_model`` at the data set's radii, in batches of 250 with attack seed 0: what
+    ``robustft eval --n-ex N --batch-size 250`` computes, so that a user can check any number of this page."""
+    return evaluate_model(
+        model,
+        data,
+        norms,
+        data.default_eps,
+        suite=suite,
+        registries=registries,
+        n_ex=n_ex,
+        steps=steps,
+        batch_size=250,
+        device=device,
+        seed=0,
+        name=name,
+        sweep=sweep,
+    )
+
+
 def evaluate_per_norm(
     model: torch.nn.Module,
     name: str,
@@ -175,20 +206,7 @@ def evaluate_per_norm(
         return cache / f"{norm}.json"
 
     def evaluate(norm: str) -> None:
-        result = evaluate_model(
-            model,
-            data,
-            [Norm.parse(norm)],
-            data.default_eps,
-            suite=suite,
-            registries=registries,
-            n_ex=n_ex,
-            steps=steps,
-            batch_size=250,
-            device=device,
-            seed=0,
-            name=name,
-        )
+        result = evaluate_on_table_points(model, name, data, [Norm.parse(norm)], suite, registries, n_ex, steps, device)
         stored = {
             "clean": result.per_point["clean"].tolist(),
             "robust": result.per_point[norm].tolist(),
@@ -227,21 +245,7 @@ def radius_curve(
     if path.is_file():
         return json.loads(path.read_text())
     sweep = {norm: sweep_radii(parse_radius(a), parse_radius(b), count) for norm, (a, b, count) in CURVE_RADII.items()}
-    result = evaluate_model(
-        model,
-        data,
-        list(NORMS),
-        data.default_eps,
-        suite=suite,
-        registries=registries,
-        n_ex=n_ex,
-        steps=steps,
-        batch_size=250,
-        device=device,
-        seed=0,
-        name=name,
-        sweep=sweep,
-    ).as_dict()
+    result = evaluate_on_table_points(model, name, data, list(NORMS), suite, registries, n_ex, steps, device, sweep=sweep).as_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
     return result
