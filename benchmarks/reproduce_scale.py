@@ -5,7 +5,8 @@
 One seed of E-AT, 3 epochs on the first ``--n-train`` training images (reproduce.py: 2,000), evaluated with
 the reduced protocol on the same 500 test points as reproduce.py's table. Copy ``base-eval.json`` from one of
 reproduce.py's groups into ``--out`` first to skip the base's evaluation. Resumable as ``robustft compare``.
-Its result is quoted in benchmarks/reproduction_reading.md.
+A ``scale-*`` folder inside reproduce.py's ``--out`` is read by its claim (b), whose verdict names the budget
+from which the claim holds; the result is also quoted in benchmarks/reproduction_reading.md.
 """
 
 from __future__ import annotations

@@ -81,6 +81,15 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
     return figures
 
 
+def verdict(holds: bool | None, comment: str, fails: str = "does not hold") -> str:
+    """A claim's verdict: pending, reported (no threshold), holds (or at which budget it holds), or ``fails``."""
+    if holds is None:
+        return "pending" if comment == "pending" else "reported"
+    if holds:
+        return comment if comment.startswith("holds") else "holds"
+    return fails
+
+
 def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | None, str]], path: Path) -> None:
     scale, rows = summary["scale"], {row["scheme"]: row for row in summary["rows"]}
     relative = (summary.get("timing") or {}).get("relative", {})
@@ -172,8 +181,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         )
     lines += ["", "## The papers' claims", "", "| claim | measured | verdict |", "| --- | --- | --- |"]
     for claim, measured, holds, comment in claims:
-        verdict = ("pending" if comment == "pending" else "reported") if holds is None else ("holds" if holds else "**does not hold**")
-        lines.append(f"| {claim} | {measured} | {verdict} |")
+        lines.append(f"| {claim} | {measured} | {verdict(holds, comment, '**does not hold**')} |")
     if READING.is_file() and not summary.get("quick"):  # the engineers' reading of the real numbers, kept across regenerations
         lines += ["", READING.read_text(encoding="utf-8").rstrip()]
     lines += [

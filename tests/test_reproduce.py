@@ -155,3 +155,21 @@ def test_timing_summary_counts_every_round_a_scheme_has(tmp_path):
     del stored["max/seed2"]
     path.write_text(json.dumps(stored))
     assert reproduce.timing_summary(path, 3) is None
+
+
+def test_claim_b_names_the_budget_at_which_it_holds():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import reproduce
+    from reproduction_report import verdict
+
+    def row(union: float, inf: float, seeds: int) -> dict:
+        return {"union": {"mean": union}, "robust": {"inf": {"mean": inf}}, "seeds": list(range(seeds))}
+
+    base = {"union": 0.19, "robust": {"inf": 0.34}}
+    summary = {"scale": {"n_train": 2000}, "budget": []}
+    measured, holds, comment = reproduce._claim_b({"e-at": row(0.28, 0.30, 3)}, base, summary)
+    assert not holds and verdict(holds, comment) == "does not hold" and "2,000 training images (3 seeds): union +9.0" in measured
+    summary["budget"] = [{"n_train": 10000, "row": row(0.34, 0.34, 1)}]
+    measured, holds, comment = reproduce._claim_b({"e-at": row(0.28, 0.30, 3)}, base, summary)
+    assert holds and verdict(holds, comment) == "holds from 10,000 training images" and "10,000 images (1 seed): union +15.0" in measured
+    assert verdict(*reproduce._claim_b({"e-at": row(0.30, 0.30, 3)}, base, summary)[1:]) == "holds"  # the table's budget suffices
