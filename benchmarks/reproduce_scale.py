@@ -1,6 +1,6 @@
 """Claim (b) against the fine-tuning budget: E-AT on more training images, otherwise reproduce.py's setting.
 
-    OMP_NUM_THREADS=1 python benchmarks/reproduce_scale.py --out runs/repro/scale-10k --n-train 10000
+    OMP_NUM_THREADS=1 python benchmarks/reproduce_scale.py --out ~/.cache/robustft-reproduce/scale-10k --n-train 10000
 
 One seed of E-AT, 3 epochs on the first ``--n-train`` training images (reproduce.py: 2,000), evaluated with
 the reduced protocol on the same 500 test points as reproduce.py's table. Copy ``base-eval.json`` from one of
