@@ -124,7 +124,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "",
         f"Mean ± std over {scale['seeds']} seeds for E-AT and RAMP, {scale.get('max_seeds', scale['seeds'])} for the two "
         "MAX rows, one seed for the others. Time per epoch relative to l-inf AT: every scheme timed side by side in one "
-        "command, round-robin, median of the rounds (`--part timing`), on the process CPU time, which other "
+        "command, round-robin, the median over the rounds of its ratio to l-inf AT's run of the same round (`--part timing`), on the process CPU time, which other "
         "single-thread processes on the machine do not change; the claims table gives the wall-clock ratios and "
         "passes per image beside it. "
         "Right: the papers' PreAct ResNet-18 (5 seeds, full scale).",
