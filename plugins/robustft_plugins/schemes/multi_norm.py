@@ -17,6 +17,8 @@ MAX's ``select`` option: ``outer`` (default) takes the per-point maximum of the 
 formula says (one training-mode forward pass per norm); ``attack`` picks per point the norm whose attack
 reached the highest attack loss (free: the attacks report it) and evaluates the outer loss once on that
 mixed batch, as Tramer & Boneh's and Maini et al.'s code do (one forward and backward pass fewer per norm).
+``outer`` is the default on evidence: on real CIFAR-10 images (3 seeds each) it reached a union robust
+accuracy of 30.5 +- 0.3% against 27.3 +- 1.7% for ``attack`` (docs/schemes.md, "Which selection is the default").
 
 Logs: ``rerr_<norm>`` is the running robust training error (fraction of attacked points some attack iterate
 misclassified) of the norm in the current epoch, as E-AT logs; MAX also logs ``win_<norm>``, the fraction of
