@@ -505,3 +505,11 @@ def test_eval_run_stores_its_result_and_every_plot_draws_it(base_model, tmp_path
     assert training["plots"]["training"]["loss"]["y"] == pytest.approx(losses)
     assert set(training["plots"]["training"]["probabilities"]) == {"inf", "1"}  # E-AT records them
     assert_written([Path(f) for f in training["files"]])
+
+
+def test_no_two_series_share_colour_and_marker():
+    from robustft.plotting.style import series_colour, series_marker
+
+    styles = [(series_colour(i), series_marker(i)) for i in range(64)]
+    assert len(set(styles)) == 64
+    assert styles[:8] == [(series_colour(i), series_marker(i)) for i in range(8)] and len({m for _, m in styles[:8]}) == 8

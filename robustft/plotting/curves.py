@@ -9,11 +9,10 @@ from typing import Any
 
 from robustft.norms import DISPLAY_ORDER, Norm, parse_radius
 from robustft.plotting.bars import row_label
-from robustft.plotting.style import Plot, new_figure, series_colour, styled
+from robustft.plotting.style import Plot, new_figure, series_colour, series_marker, styled
 
 #: 8-bit images: l-inf radii are usually multiples of 1/255, and read best written so.
 PIXEL_LEVELS = 255
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _on_pixel_grid(radii: Sequence[Fraction]) -> bool:
@@ -57,7 +56,7 @@ def radius_curves(models: Sequence[Mapping[str, Any]], *, title: str | None = No
                 if model.get("clean") is not None:
                     xs, ys = [0.0, *xs], [100 * float(model["clean"]), *ys]
                 name = row_label(model)
-                ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=series_colour(i), label=name)
+                ax.plot(xs, ys, marker=series_marker(i), color=series_colour(i), label=name)
                 lines.append({"name": name, "radii": xs, "robust": ys})
             if norm is Norm.LINF and _on_pixel_grid(exact):
                 _pixel_ticks(ax, max(float(r) for r in exact))

@@ -51,8 +51,18 @@ STYLE: dict[str, Any] = {
 }
 
 
+#: Marker shapes of line and point series, paired with the palette's colours by :func:`series_marker`.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def series_colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def series_marker(i: int) -> str:
+    """Series ``i``'s marker: the colours repeat after 8 series, so from the ninth on the marker moves one further
+    along at each repetition, and no two of the first 64 series share both colour and marker."""
+    return MARKERS[(i + i // len(PALETTE)) % len(MARKERS)]
 
 
 def require_matplotlib() -> Any:

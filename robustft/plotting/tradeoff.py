@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from robustft.plotting.bars import row_label
-from robustft.plotting.curves import MARKERS
-from robustft.plotting.style import Plot, new_figure, series_colour, styled, value_and_error
+from robustft.plotting.style import Plot, new_figure, series_colour, series_marker, styled, value_and_error
 
 
 def _seeds(row: Mapping[str, Any]) -> int:
@@ -103,7 +102,7 @@ def cost_tradeoff(
                 [100 * union],
                 xerr=seconds_err,
                 yerr=None if union_err is None else 100 * union_err,
-                fmt=MARKERS[i % len(MARKERS)],
+                fmt=series_marker(i),
                 color=series_colour(i),
                 capsize=2,
                 elinewidth=0.8,
