@@ -646,16 +646,17 @@ def _claim_b(rows: dict[str, Any], base: dict[str, Any], summary: Any = None) ->
         loss = base["robust"]["inf"] - row["robust"]["inf"]["mean"]
         return gain, loss, gain >= 0.10 and loss <= 0.10
 
-    n_train = (summary or {}).get("scale", {}).get("n_train")
+    def budget(n_train: int | None, row: dict[str, Any]) -> str:
+        seeds = len(row.get("seeds", []))
+        images = f"{n_train:,} training images" if n_train else "the table's training images"
+        return f"{images} ({seeds} seed{'' if seeds == 1 else 's'})" if seeds else images
+
     gain, loss, holds = judged(rows["e-at"])
-    seeds = len(rows["e-at"]["seeds"])
-    measured = [f"{n_train:,} training images ({seeds} seeds): union {100 * gain:+.1f}, l-inf {-100 * loss:+.1f}"]
+    n_train = (summary or {}).get("scale", {}).get("n_train")
+    measured = [f"{budget(n_train, rows['e-at'])}: union {100 * gain:+.1f}, l-inf {-100 * loss:+.1f}"]
     for check in (summary or {}).get("budget", []):
         more_gain, more_loss, more_holds = judged(check["row"])
-        measured.append(
-            f"{check['n_train']:,} images ({len(check['row']['seeds'])} seed{'s' if len(check['row']['seeds']) > 1 else ''}): "
-            f"union {100 * more_gain:+.1f}, l-inf {-100 * more_loss:+.1f}"
-        )
+        measured.append(f"{budget(check['n_train'], check['row'])}: union {100 * more_gain:+.1f}, l-inf {-100 * more_loss:+.1f}")
         if more_holds and not holds:
             return "; ".join(measured), True, f"holds from {check['n_train']:,} training images"
     return "; ".join(measured), holds, "must hold"

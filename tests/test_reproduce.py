@@ -171,5 +171,9 @@ def test_claim_b_names_the_budget_at_which_it_holds():
     assert not holds and verdict(holds, comment) == "does not hold" and "2,000 training images (3 seeds): union +9.0" in measured
     summary["budget"] = [{"n_train": 10000, "row": row(0.34, 0.34, 1)}]
     measured, holds, comment = reproduce._claim_b({"e-at": row(0.28, 0.30, 3)}, base, summary)
-    assert holds and verdict(holds, comment) == "holds from 10,000 training images" and "10,000 images (1 seed): union +15.0" in measured
+    assert (
+        holds
+        and verdict(holds, comment) == "holds from 10,000 training images"
+        and "10,000 training images (1 seed): union +15.0" in measured
+    )
     assert verdict(*reproduce._claim_b({"e-at": row(0.30, 0.30, 3)}, base, summary)[1:]) == "holds"  # the table's budget suffices
