@@ -153,6 +153,9 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
         ImageFolderData().configure(path=str(tmp_path / "missing"))
     with pytest.raises(UserError, match="neither a train/ subfolder nor class subfolders"):
         ImageFolderData().configure(path=str(tmp_path))
+    train_only = write_folder(tmp_path / "train-only", {"train": {"a": 1, "b": 1}})
+    with pytest.raises(UserError, match="has no test/ or val/ subfolder"):
+        ImageFolderData().configure(path=str(train_only)).test()
     root = write_folder(tmp_path / "odd", {"train": {"a": 1, "b": 1}, "test": {"c": 1}})
     with pytest.raises(UserError, match="class 'c'"):
         ImageFolderData().configure(path=str(root)).test()

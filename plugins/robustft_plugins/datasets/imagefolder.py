@@ -8,7 +8,8 @@ Evaluation needs no training images: a folder without ``train/`` serves as a tes
 ``<path>/test/<class>/<image>`` (or ``val/``) or ``<path>/<class>/<image>`` itself, with its own class
 subfolders in sorted order as the classes (``robustft eval --dataset imagefolder:cifar10/test``); only
 fine-tuning then refuses it. The sorted order must be the model's class order, as it is for CIFAR-10's
-folders, and a test split's points are the same whichever of these layouts names it.
+folders; when the test split holds every class, its points and labels are the same whichever of these
+layouts names it.
 
 ``--image-size S`` (default 32) sets the input size S x S:
 
@@ -126,7 +127,7 @@ class ImageFolderData(DatasetPlugin):
         root = Path(raw).expanduser()
         if not root.is_dir():
             raise UserError(f"The image folder {str(root)!r} does not exist.")
-        if self._test_dir(root) is None:
+        if not (root / "train").is_dir() and self._test_dir(root) is None:
             raise UserError(
                 f"The image folder {str(root)!r} has neither a train/ subfolder nor class subfolders to evaluate on "
                 "(expected train/<class>/<image> and test/<class>/<image>, or <class>/<image> for evaluation alone)."
