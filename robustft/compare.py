@@ -273,7 +273,8 @@ def compare(
     per_scheme_options = _scheme_options(base_config.options, classes)
     own_attack = [cls.name for cls in classes if cls.own_attack]
     if own_attack and attack_settings_given(base_config, tuple(Norm)):
-        logger.warning(f"{', '.join(own_attack)} run an attack of their own: --attack and --attack-option apply to the other schemes only.")
+        runs = "runs an attack of its own" if len(own_attack) == 1 else "run attacks of their own"
+        logger.warning(f"{', '.join(own_attack)} {runs}: --attack and --attack-option apply to the other schemes only.")
     eval_norms = parse_norms(norms) if isinstance(norms, str) else sort_norms(norms)
     suite_obj = registries.suites.get(suite)
     for name in base_config.attack.values():

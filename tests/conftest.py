@@ -24,7 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # them; the environment variable reaches the commands the tests start.
         import torch
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 

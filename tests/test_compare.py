@@ -119,6 +119,6 @@ def test_attack_settings_go_to_the_schemes_that_use_them(base_model, tmp_path, c
     )
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stderr.split())
-    assert "msd run an attack of their own: --attack and --attack-option apply to the other schemes only." in said
+    assert "msd runs an attack of its own: --attack and --attack-option apply to the other schemes only." in said
     recorded = tomllib.loads((out / "msd-seed0" / "config.toml").read_text())
     assert recorded.get("attack_options", {}) == {} and set(recorded["attack"].values()) == {"apgd"}

@@ -225,3 +225,16 @@ def test_msd_refuses_attack_settings_it_would_not_use(tmp_path: Path, capsys, mo
     assert result.returncode == 2
     assert f"Scheme 'msd' runs an attack of its own, so {named}" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_that_recorded_attack_settings_continues_with_a_warning(caplog):
+    """Runs made before MSD refused --attack recorded it; resuming cannot leave it out, so it only warns."""
+    from robustft.config import build_config
+    from robustft.training.preflight import refuse_attack_settings
+
+    config = build_config(scheme="msd", attack={"inf": "fgsm-rs"})
+    with pytest.raises(BadInputError, match="runs an attack of its own"):
+        refuse_attack_settings(config, MSD)
+    with caplog.at_level("WARNING", logger="robustft"):
+        refuse_attack_settings(config, MSD, resumed=True)
+    assert "the settings --attack that the run recorded are not used" in caplog.text

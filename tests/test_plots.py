@@ -512,4 +512,5 @@ def test_no_two_series_share_colour_and_marker():
 
     styles = [(series_colour(i), series_marker(i)) for i in range(64)]
     assert len(set(styles)) == 64
-    assert styles[:8] == [(series_colour(i), series_marker(i)) for i in range(8)] and len({m for _, m in styles[:8]}) == 8
+    assert [m for _, m in styles[:10]] == ["o", "s", "^", "D", "v", "P", "X", "*", "s", "^"]  # the ninth moves on
+    assert styles[8][0] == styles[0][0] and styles[8] != styles[0]

@@ -132,11 +132,16 @@ def attack_settings_given(config: FinetuneConfig, norms: tuple[Norm, ...]) -> li
     return [flag for flag, given in (("--attack", family), ("--attack-option", bool(config.attack_options))) if given]
 
 
-def refuse_attack_settings(config: FinetuneConfig, scheme_cls: type[Scheme]) -> None:
+def refuse_attack_settings(config: FinetuneConfig, scheme_cls: type[Scheme], resumed: bool = False) -> None:
     """Pre-flight: a scheme with an attack of its own (``Scheme.own_attack``) would silently ignore another
-    training attack family or attack options, so both are refused."""
+    training attack family or attack options, so both are refused; a resumed run that recorded them (made before
+    they were refused) continues with a warning, since its settings cannot be left out."""
     given = attack_settings_given(config, tuple(config.norms or scheme_cls.default_norms))
-    if given:
+    if given and resumed:
+        log.warning(
+            f"Scheme {scheme_cls.name!r} runs an attack of its own: the settings {' and '.join(given)} that the run recorded are not used."
+        )
+    elif given:
         raise BadInputError(
             f"Scheme {scheme_cls.name!r} runs an attack of its own, so {' and '.join(given)} would not be used: "
             "leave them out (--attack-steps sets its steps; 'robustft list schemes --options' lists its own options)."
@@ -155,7 +160,7 @@ def preflight(config: FinetuneConfig, registries: Registries, run_dir: Path | No
     for name in config.attack.values():
         registries.attacks.get(name)  # an unknown family first, before anything loads
     if scheme_cls.own_attack:
-        refuse_attack_settings(config, scheme_cls)
+        refuse_attack_settings(config, scheme_cls, resumed=run_dir is not None)
     zoo, info = resolve_model(config.model, registries)
     dataset = resolve_dataset(config.dataset or info.dataset, registries, **config.data_options())
     config = with_recipe(config, dataset.name, dataset.recipe, dataset.recipe_source)
