@@ -82,9 +82,10 @@ def draw_figures(summary: dict[str, Any], folder: Path) -> list[tuple[str, str]]
 
 
 def verdict(holds: bool | None, comment: str, fails: str = "does not hold") -> str:
-    """A claim's verdict: pending, reported (no threshold), holds (or at which budget it holds), or ``fails``."""
+    """A claim's verdict: pending, not resolved (and why), reported (no threshold), holds (or at which budget it
+    holds), or ``fails``."""
     if holds is None:
-        return "pending" if comment == "pending" else "reported"
+        return comment if comment == "pending" or comment.startswith("not resolved") else "reported"
     if holds:
         return comment if comment.startswith("holds") else "holds"
     return fails
@@ -196,7 +197,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         "# two processes share the full protocol's norms and the curves' models (benchmarks/shared_work.py)",
         "python benchmarks/reproduce.py --part full-base,full-e-at,curves & python benchmarks/reproduce.py --part full-base,full-e-at,curves; wait",
         "python benchmarks/reproduce.py --part timing   # alone on the machine",
-        "python benchmarks/reproduce.py --part timing --timing-rounds 9 --timing-schemes linf-at,e-at   # alone: claim (c)'s ratio",
+        "python benchmarks/reproduce.py --part timing --timing-rounds 9 --timing-schemes linf-at,e-at,l1-at   # alone: claim (c)'s ratio",
         "python benchmarks/reproduce.py --collect --report docs/reproduction.md   # this page",
         "```",
         "",

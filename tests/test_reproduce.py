@@ -177,3 +177,16 @@ def test_claim_b_names_the_budget_at_which_it_holds():
         and "10,000 training images (1 seed): union +15.0" in measured
     )
     assert verdict(*reproduce._claim_b({"e-at": row(0.30, 0.30, 3)}, base, summary)[1:]) == "holds"  # the table's budget suffices
+
+
+def test_claim_c_is_not_resolved_when_its_two_estimates_disagree():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import reproduce
+    from reproduction_report import verdict
+
+    costly = {"max": 2.6, "avg": 2.4}
+    assert reproduce._judge_c({"e-at": 1.05, **costly}, {"e-at": 1.08, **costly}) == (True, "must hold")
+    assert reproduce._judge_c({"e-at": 1.20, **costly}, {"e-at": 1.15, **costly}) == (False, "must hold")
+    holds, comment = reproduce._judge_c({"e-at": 1.09, **costly}, {"e-at": 1.12, **costly})
+    assert holds is None and verdict(holds, comment).startswith("not resolved")
+    assert reproduce._judge_c({"e-at": 1.0, "max": 1.9, "avg": 2.4}, {"e-at": 1.0, "max": 1.9, "avg": 2.4})[0] is False
