@@ -144,7 +144,7 @@ def write_report(summary: dict[str, Any], claims: list[tuple[str, str, bool | No
         if row is None:
             continue
         seeds = len(row["seeds"])
-        cost = f"{relative[scheme]:.2f}" if scheme in relative else "pending"
+        cost = f"{relative[scheme]:.2f}" if scheme in relative else ("not timed" if relative else "pending")
         paper = PAPER.get(scheme)
         paper_cells = f"{' / '.join(map(str, paper[1]))} ({paper[0]})" if paper else "-"
         lines.append(
