@@ -33,7 +33,8 @@ BUILD_EPS_INF = 0.1
 CIFAR10_SHA256 = "1899a27959d80a8e03a4d2a3c97e306823a43a1dbdd8f9aa1939c93b3fd68564"
 CIFAR10_DESCRIPTION = (
     "PreAct ResNet-18 at quarter width (0.7M parameters), l-inf FGSM-RS training at 8/255 on all 50,000 CIFAR-10 "
-    "images (benchmarks/train_cifar_base.py); shipped, offline; table in docs/zoos-and-data.md"
+    "images (benchmarks/train_cifar_base.py); shipped, offline. E-AT protocol, first 1,000 test images: clean 67.1%, "
+    "l-inf 33.3%, l2 50.3%, l1 14.5%, union 14.5% (docs/zoos-and-data.md)"
 )
 
 
