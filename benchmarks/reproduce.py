@@ -403,18 +403,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = zoo.load(info, device=device, dataset=data, **model_options)
     # The base model's full evaluation first: it is the model's documented table, and it needs no fine-tuning.
     seeds = {"seeds": scale.seeds, "max-seeds": args.max_seeds or scale.seeds, 1: 1}
-    full = {}
     # Each shared piece of work is first done without waiting for other processes (they may hold a norm), and
-    # waited for at the end, so that a process never idles while there is work it can take.
-    later: list[Any] = []
+    # called again with wait=True at the end, which only reads the cache once everything is done; so a process
+    # never idles while there is work it can take.
+    shared: dict[str, Any] = {}
 
     def full_protocol(name: str, model: torch.nn.Module, label: str) -> None:
-        evaluate = lambda wait: evaluate_per_norm(  # noqa: E731
+        shared[name] = lambda wait: evaluate_per_norm(
             model, label, data, full_suite, registries, scale.full_n_ex, scale.full_steps, out / "full" / name, device, wait=wait
         )
-        full[name] = evaluate(False)
-        if full[name] is None:
-            later.append(lambda: full.__setitem__(name, evaluate(True)))
+        shared[name](False)
 
     if "base" in fulls:
         full_protocol("base", base, base_model)
@@ -439,7 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             suite_obj = registries.suites.get(ReducedProtocol.name)
             models = {"base": (base, "base"), "e-at": (tuned, f"+ e-at ({first_eat.name})")}
             (out / "curves").mkdir(parents=True, exist_ok=True)
-            curves = lambda wait: do_once(  # noqa: E731 - processes running --part curves share the two models
+            shared["curves"] = lambda wait: do_once(  # processes running --part curves share the two models
                 list(models),
                 lambda name: (out / "curves" / f"{name}.json").is_file(),
                 lambda name: radius_curve(
@@ -456,10 +454,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out / "curves",
                 wait=wait,
             )
-            if not curves(False):
-                later.append(lambda: curves(True))
-    for finish in later:
-        finish()
+            shared["curves"](False)
+    finished = {name: task(True) for name, task in shared.items()}
+    full = {name: finished[name] for name in FULL_NAMES if name in finished}
     timing = None
     if "timing" in groups:
         rounds, images = TIMING["quick" if args.quick else "full"]

@@ -146,7 +146,9 @@ class ImageFolderData(DatasetPlugin):
         """Where the classes come from: ``train/``, or the test split when the folder has no training images."""
         assert self._root is not None
         train = self._root / "train"
-        return train if train.is_dir() else self._test_dir(self._root) or train
+        folder = train if train.is_dir() else self._test_dir(self._root)
+        assert folder is not None  # locate() refused a folder with neither
+        return folder
 
     def _find_classes(self) -> dict[str, int]:
         folder = self._class_dir()
