@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import robustft.lp
 from robustft.lp import (
     L1Step,
     L2Step,
@@ -227,3 +230,52 @@ def test_l1_projection_is_exact_on_sparse_cifar_sized_perturbations() -> None:
     eps = torch.tensor([0.5, 4.0, 12.0], dtype=torch.float64)
     fast = project_l1_box(delta, x, eps).double()
     assert torch.allclose(fast, reference_l1_box(delta, x, eps), atol=1e-6, rtol=0)
+
+
+def _both_paths(compute):  # noqa: ANN001, ANN202 - a test helper
+    """``compute()`` on the CPU's path (``topk`` of a count read on the host) and on an accelerator's (a sort)."""
+    results = []
+    for free in (True, False):
+        with mock.patch.object(robustft.lp, "_reads_are_free", lambda t, free=free: free):
+            results.append(compute())
+    return results
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=batches())
+def test_the_l1_projection_is_the_same_on_the_cpu_and_accelerator_paths(data: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    x, delta, eps = data
+    cpu, accelerator = _both_paths(lambda: project_l1_box(delta, x, eps))
+    assert torch.equal(cpu, accelerator)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.1, 1.0])
+def test_the_l1_projection_paths_agree_on_cifar_sized_iterates(density: float) -> None:
+    """Sparse iterates (few positive kinks, where the CPU's ``topk`` pays), dense ones and none at all, with
+    rows of different sparsity in one batch and pixels on the box edge."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(4, 3072, generator=gen)
+    x[:, :200] = 1.0
+    keep = torch.rand(4, 3072, generator=gen) < density * torch.tensor([[1.0], [0.5], [0.1], [0.0]])
+    delta = torch.randn(4, 3072, generator=gen) * 0.3 * keep
+    eps = torch.tensor([0.5, 4.0, 12.0, 1.0], dtype=torch.float64)
+    cpu, accelerator = _both_paths(lambda: project_l1_box(delta, x, eps))
+    assert torch.equal(cpu, accelerator)
+    assert torch.allclose(cpu.double(), reference_l1_box(delta, x, eps), atol=1e-6, rtol=0)
+
+
+def test_the_l1_step_is_the_same_on_the_cpu_and_accelerator_paths() -> None:
+    """Per-sample fractions (as APGD's sparsity update sets them), ties at the threshold and a zero gradient."""
+    gen = torch.Generator().manual_seed(8)
+    grad = torch.randn(5, 3, 32, 32, generator=gen)
+    grad[1] = grad[1].round()  # many ties
+    grad[2] = 0.0
+    x_adv = torch.rand(5, 3, 32, 32, generator=gen)
+    topk = torch.tensor([0.05, 0.2, 0.05, 1.0, 1e-4])
+    cpu, accelerator = _both_paths(lambda: L1Step().step(grad, 12.0, topk=topk))
+    assert torch.equal(cpu, accelerator)
+    moved = (cpu != 0).flatten(1).sum(dim=1)
+    assert moved[0] == 154 and moved[1] >= 615 and moved[2] == 0 and moved[3] == 3072 and moved[4] == 1
+    edge = {"x_adv": x_adv, "skip_box_edge": True, "edge_gap": 0.1}
+    cpu, accelerator = _both_paths(lambda: L1Step().step(grad, 12.0, topk=0.05, **edge))
+    assert torch.equal(cpu, accelerator)
