@@ -27,7 +27,8 @@ def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     schemes = {row["scheme"]: row for row in summary["rows"]}
-    assert set(schemes) == {"e-at", "ramp", "max", "max (select=attack)", "linf-at", "e-at-uniform", "sat", "avg", "msd", "l1-at"}
+    variants = {"max (select=attack)", "msd (l1-topk=0.005)"}
+    assert set(schemes) == {"e-at", "ramp", "max", "linf-at", "e-at-uniform", "sat", "avg", "msd", "l1-at"} | variants
     assert len(schemes["e-at"]["seeds"]) == 2 and len(schemes["sat"]["seeds"]) == 1
     assert set(summary["full"]) == {"base", "e-at"} and summary["full"]["base"]["n"] == 6
     for row in schemes.values():
@@ -35,7 +36,7 @@ def test_quick_reproduction_writes_every_row_the_claims_and_the_report(tmp_path)
     assert len([line for line in done.stdout.splitlines() if line.startswith("(")]) == 5  # the five claims
     # claim (c)'s side-by-side timing: every scheme, relative to l-inf AT, the timed runs' folders removed
     timing = summary["timing"]
-    assert timing["relative"]["linf-at"] == 1.0 and set(timing["relative"]) == set(schemes) - {"max (select=attack)"}
+    assert timing["relative"]["linf-at"] == 1.0 and set(timing["relative"]) == set(schemes) - variants
     assert timing["passes_per_image"]["max"] > timing["passes_per_image"]["e-at"] > 0
     assert [p.name for p in (out / "timing").iterdir()] == ["timing.json"]
     text = report.read_text()
@@ -130,7 +131,7 @@ def test_an_unknown_part_is_one_sentence_naming_the_parts(tmp_path):
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, full-base, full-e-at, curves, timing."
+        "error: Unknown --part fancy; the parts are seeded, single, max, max-attack, msd-sparse, full-base, full-e-at, curves, timing."
     ]
 
 
